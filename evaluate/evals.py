@@ -1,0 +1,101 @@
+"""Capability evals on fixed, hashed eval splits.
+
+The evaluator computes every number itself from the saved model and files the training
+stage never saw; nothing the plan's recipe returned is trusted here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from recursive.data.shards import open_shard
+from recursive.io import sha256_file
+
+
+class IntegrityError(RuntimeError):
+    """An eval file differs from the hash recorded when the lineage started."""
+
+
+def verify_eval_files(run_dir: Path, manifest: dict) -> None:
+    for name, entry in manifest["eval"].items():
+        path = run_dir / entry["path"]
+        if not path.exists() or sha256_file(path) != entry["sha256"]:
+            raise IntegrityError(f"eval file {path} does not match the hash recorded at lineage start")
+
+
+def load_model(model_path: Path):
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    tok = AutoTokenizer.from_pretrained(model_path)
+    return model, tok
+
+
+@torch.no_grad()
+def heldout_loss(model, shard_path: Path, context: int, windows: int) -> float:
+    """Mean next-token loss over `windows` evenly spaced windows of the eval shard (fixed
+    positions, so every generation is scored on the same tokens)."""
+    data = open_shard(shard_path)
+    n = len(data) - context - 1
+    if n <= 0:
+        raise ValueError(f"eval shard {shard_path} has {len(data)} tokens, fewer than context+1={context + 1}")
+    starts = np.linspace(0, n, num=min(windows, n + 1), dtype=np.int64)
+    batch = torch.from_numpy(np.stack([data[s:s + context + 1].astype(np.int64) for s in starts]))
+    total, count = 0.0, 0
+    for chunk in batch.split(32):
+        logits = model(input_ids=chunk[:, :-1]).logits.float()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
+        total += float(loss)
+        count += chunk[:, 1:].numel()
+    return total / count
+
+
+@torch.no_grad()
+def greedy_complete(model, tok, prompt: str, max_new_tokens: int) -> str:
+    ids = tok(prompt, return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def arithmetic_exact_match(model, tok, items: list[dict], n: int) -> dict:
+    """Greedy exact match on held-out problems, overall and by operand digits."""
+    by_digits: dict[str, list[int]] = {}
+    hits = []
+    for item in items[:n]:
+        completion = greedy_complete(model, tok, item["prompt"], max_new_tokens=8)
+        answer = completion.split("\n")[0].strip()
+        ok = int(answer == str(item["answer"]))
+        hits.append(ok)
+        digits = max(len(t) for t in item["prompt"].rstrip("=").replace("*", "+").replace("-", "+").split("+") if t)
+        by_digits.setdefault(f"digits_{digits}", []).append(ok)
+    out = {"exact_match": float(np.mean(hits)) if hits else 0.0, "problems": len(hits)}
+    out.update({k: float(np.mean(v)) for k, v in sorted(by_digits.items())})
+    return out
+
+
+def capability_metrics(model_path: Path, run_dir: Path, manifest: dict, cfg: dict) -> dict:
+    """Held-out loss per domain and arithmetic exact match for the model at `model_path`."""
+    verify_eval_files(run_dir, manifest)
+    model, tok = load_model(model_path)
+    losses = {name: heldout_loss(model, run_dir / e["path"], int(cfg["context"]), int(cfg["eval_windows_per_domain"]))
+              for name, e in sorted(manifest["eval"].items())}
+    losses["mean"] = float(np.mean(list(losses.values())))
+    items_path = run_dir / manifest["eval_items"]["arithmetic"]
+    items = [json.loads(line) for line in items_path.read_text().splitlines() if line.strip()]
+    arith = arithmetic_exact_match(model, tok, items, int(cfg["arithmetic_problems"]))
+    params = sum(p.numel() for p in model.parameters())
+    return {"heldout_loss": losses, "arithmetic": arith, "params": params}
+
+
+def all_finite(tree) -> bool:
+    if isinstance(tree, dict):
+        return all(all_finite(v) for v in tree.values())
+    if isinstance(tree, (int, float)):
+        return math.isfinite(tree)
+    return True

@@ -1,0 +1,121 @@
+"""Plan validation: the one gate a proposed plan passes before any compute is spent.
+
+`validate_plan` is what both the loop and `recursive check-plan` call, so the two can
+never disagree. It never raises on bad input: every problem comes back as a `Problem`
+naming the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from recursive.plan import Plan, count_params
+from recursive.recipe import check_policy, smoke_test
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+@dataclass
+class Limits:
+    """What a plan is checked against: the lineage's budget and its parent."""
+
+    sources: tuple[str, ...]          # registered data source names
+    vocab_size: int
+    parent_params: int | None         # None for the seed plan (no parent)
+    param_ratio: float                # child params <= param_ratio * parent params
+    max_params: int
+    max_train_tokens: int
+    min_mixture_sources: int = 1
+    smoke_test: bool = True           # run the recipe in a limited subprocess
+    _smoke_cache: dict = field(default_factory=dict, repr=False)
+
+
+def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
+    """Schema and bounds. `data` is raw text/bytes (a file's content) or a decoded object."""
+    if isinstance(data, (bytes, bytearray)):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, [Problem("<file>", f"not UTF-8 text ({e.reason} at byte {e.start})")]
+    if isinstance(data, str):
+        try:
+            data = json.loads(data, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
+            return None, [Problem("<file>", f"not valid JSON: {e}")]
+    if not isinstance(data, dict):
+        return None, [Problem("<root>", f"expected a JSON object, got {type(data).__name__}")]
+    try:
+        return Plan.model_validate(data), []
+    except ValidationError as e:
+        return None, [Problem(".".join(str(p) for p in err["loc"]) or "<root>",
+                              f"{err['msg']} (got {_short(err.get('input'))})")
+                      for err in e.errors(include_url=False)]
+    except RecursionError:
+        return None, [Problem("<root>", "structure nested too deeply")]
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
+    """Rules across fields and against the lineage: architecture, budget, sources, code."""
+    out: list[Problem] = []
+    m, h = plan.model, plan.hparams
+    if m.num_kv_heads > m.num_heads or m.num_heads % m.num_kv_heads:
+        out.append(Problem("model.num_kv_heads", f"must divide num_heads={m.num_heads}, got {m.num_kv_heads}"))
+    params = count_params(m, limits.vocab_size)
+    if params > limits.max_params:
+        out.append(Problem("model", f"{params:,} parameters exceeds the budget's max_params {limits.max_params:,}"))
+    if limits.parent_params is not None and params > limits.param_ratio * limits.parent_params:
+        out.append(Problem("model", f"{params:,} parameters; a successor must have at most "
+                                    f"{limits.param_ratio:g} x parent ({limits.parent_params:,}) = "
+                                    f"{int(limits.param_ratio * limits.parent_params):,}"))
+    tokens = plan.train_tokens()
+    if tokens > limits.max_train_tokens:
+        out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens exceeds the "
+                                            f"budget's max_train_tokens {limits.max_train_tokens:,}"))
+    if h.warmup_steps > h.steps:
+        out.append(Problem("hparams.warmup_steps", f"must be <= steps ({h.steps}), got {h.warmup_steps}"))
+    for name, w in plan.data.mixture.items():
+        if name not in limits.sources:
+            out.append(Problem(f"data.mixture.{name}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
+        if not (math.isfinite(w) and 0.0 <= w <= 1.0):
+            out.append(Problem(f"data.mixture.{name}", f"weight must be a number in [0, 1], got {w!r}"))
+    positive = [k for k, w in plan.data.mixture.items() if w > 0 and k in limits.sources]
+    if len(positive) < limits.min_mixture_sources:
+        out.append(Problem("data.mixture", f"needs at least {limits.min_mixture_sources} registered source(s) "
+                                           f"with weight > 0, got {len(positive)}"))
+    code_issues = check_policy(plan.code)
+    out.extend(Problem("code", str(i)) for i in code_issues)
+    if not code_issues and limits.smoke_test:
+        # the same code is proposed again and again (inherited recipes): test it once
+        if plan.code not in limits._smoke_cache:
+            limits._smoke_cache[plan.code] = smoke_test(plan.code)
+        out.extend(Problem("code", p) for p in limits._smoke_cache[plan.code])
+    return out
+
+
+def validate_plan(data: Any, limits: Limits) -> tuple[Plan | None, list[Problem]]:
+    """Everything a plan must pass. Returns (plan, []) when valid, else (plan|None, problems)."""
+    plan, problems = parse_plan(data)
+    if plan is None:
+        return None, problems
+    return plan, check_semantics(plan, limits)

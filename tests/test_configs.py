@@ -1,0 +1,30 @@
+"""Every YAML in configs/ composes (litgpt's test_config_hub habit)."""
+
+from pathlib import Path
+
+import pytest
+
+from recursive.config import ConfigError, compose_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GROUP_FILES = sorted(p for p in CONFIGS.glob("*/*.yaml"))
+
+
+def test_there_are_groups():
+    assert {p.parent.name for p in GROUP_FILES} >= {"model", "data", "proposer", "train", "evaluate",
+                                                     "launcher", "logger", "experiment"}
+
+
+@pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_yaml_composes(path):
+    cfg = compose_config([f"{path.parent.name}={path.stem}"])
+    assert cfg["run_dir"] and cfg["lineage"]["generations"] >= 0
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="experiment"):
+        compose_config(["experiment=does_not_exist"])
+    with pytest.raises(ConfigError, match="lineage.generations"):
+        compose_config(["lineage.generations=many"])
+    with pytest.raises(ConfigError, match="param_ratio"):
+        compose_config(["budget.param_ratio=1.5"])

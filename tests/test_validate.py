@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+from recursive.config import compose_config
+from recursive.loop import make_limits, seed_plan
+from recursive.plan import count_params
+from recursive.validate import validate_plan
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return compose_config(["experiment=smoke"])
+
+
+@pytest.fixture()
+def seed(cfg):
+    return seed_plan(cfg).model_dump(mode="json")
+
+
+@pytest.fixture()
+def limits(cfg, seed):
+    from recursive.plan import ModelSpec
+    return make_limits(cfg, 1024, count_params(ModelSpec(**seed["model"]), 1024))
+
+
+def fields(problems):
+    return {p.field for p in problems}
+
+
+def test_seed_plan_is_valid_against_no_parent(cfg, seed):
+    plan, problems = validate_plan(seed, make_limits(cfg, 1024, None))
+    assert plan is not None and problems == []
+
+
+def test_a_child_must_be_smaller(seed, limits):
+    _, problems = validate_plan(seed, limits)  # same size as its parent
+    assert "model" in fields(problems)
+    assert any("at most 0.85 x parent" in p.message for p in problems)
+    seed["model"]["intermediate_size"] = 64
+    seed["model"]["num_layers"] = 1
+    plan, problems = validate_plan(seed, limits)
+    assert problems == [], problems
+
+
+def test_unregistered_source_and_budget(seed, limits):
+    seed["model"]["num_layers"] = 1
+    seed["data"]["mixture"] = {"code": 1.0, "/etc/passwd": 0.5}
+    seed["hparams"]["steps"] = 100000
+    _, problems = validate_plan(seed, limits)
+    assert {"data.mixture./etc/passwd", "hparams.steps"} <= fields(problems)
+
+
+def test_kv_heads_must_divide_heads(seed, limits):
+    seed["model"].update(num_layers=1, num_heads=3, num_kv_heads=2)
+    _, problems = validate_plan(seed, limits)
+    assert "model.num_kv_heads" in fields(problems)
+
+
+def test_all_zero_mixture_refused(seed, limits):
+    seed["model"]["num_layers"] = 1
+    seed["data"]["mixture"] = {"code": 0.0}
+    _, problems = validate_plan(seed, limits)
+    assert "data.mixture" in fields(problems)
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xff\xfe", b"[1,2]", b"null", b"{\"model\": NaN}", b"{" * 100000,
+                                 json.dumps({"model": 1}).encode()])
+def test_garbage_gives_problems_not_exceptions(raw, limits):
+    plan, problems = validate_plan(raw, limits)
+    assert plan is None and problems and all(p.field and p.message for p in problems)
+
+
+def test_hostile_code_is_a_code_problem(seed, limits):
+    seed["model"]["num_layers"] = 1
+    seed["code"] = seed["code"] + "\nimport os\n"
+    _, problems = validate_plan(seed, limits)
+    assert fields(problems) == {"code"}
+    assert "import of 'os'" in problems[0].message
