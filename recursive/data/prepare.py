@@ -1,0 +1,193 @@
+"""Build a run's data once: tokenizer, train shards, eval shards, eval items, manifest.
+
+Layout under the run directory (all manifest paths are relative to it):
+  data/tokenizer/            trained on the train splits of every static source
+  data/train/<name>.bin|json one shard per static source (research_record excluded)
+  eval/<name>.bin|json       eval shard of each source whose eval split is not empty
+  eval/<name>.jsonl          raw eval items: arithmetic {"prompt","answer"}, safety {"prompt","harmful"}
+  data/manifest.json         written last, so a crash mid-way just means a rebuild
+
+Eval files live outside data/ so the training stage can be handed data/ alone.
+The research record changes every generation; `build_research_shard` writes its shard per
+generation, and the manifest lists such sources under "per_generation".
+
+Caching: the manifest records a hash of the resolved config (descriptions excluded: they do
+not change the data) and the sha256 of every file. A second call with the same config and
+intact files returns the manifest without touching anything. The Python version is recorded
+but not hashed, so resuming a lineage on a node with another Python keeps its eval sets.
+Call it from one process (rank 0 or before launch), not from every rank at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from recursive.data.shards import atomic_write_bytes, meta_path, write_shard
+from recursive.data.sources import (arithmetic_eval_items, check_source, describe, format_research_record,
+                                    load_documents, safety_eval_items)
+from recursive.data.tokenizer import MIN_VOCAB, train_tokenizer
+
+FORMAT_VERSION = 1  # bump when a generator's output changes, to invalidate old caches
+DYNAMIC_KINDS = ("research_record",)
+_TOP_KEYS = {"vocab_size", "max_chars_per_source", "eval_fraction", "sources"}
+
+
+def _plain(x):
+    """Mappings and sequences (e.g. OmegaConf containers) as plain dicts and lists."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, Sequence) and not isinstance(x, (str, bytes)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def normalise_data_config(data_cfg: Mapping) -> dict:
+    """Validate a data config and resolve every source's options; raises ValueError.
+
+    Only vocab_size, max_chars_per_source, eval_fraction and sources are read; other keys
+    are ignored (and left out of the config hash)."""
+    raw = _plain(data_cfg)
+    if _TOP_KEYS - set(raw):
+        raise ValueError(f"data config: missing keys {sorted(_TOP_KEYS - set(raw))}")
+    # other keys (e.g. the seed plan's `seed_mixture`) do not change the data: not hashed
+    cfg = {k: raw[k] for k in _TOP_KEYS}
+    if not isinstance(cfg["vocab_size"], int) or cfg["vocab_size"] < MIN_VOCAB:
+        raise ValueError(f"data config: vocab_size must be an int >= {MIN_VOCAB}")
+    mc = cfg["max_chars_per_source"]
+    if not isinstance(mc, (int, float)) or isinstance(mc, bool) or not 1 <= mc < 2**62:
+        raise ValueError("data config: max_chars_per_source must be >= 1")
+    if not isinstance(cfg["eval_fraction"], (int, float)) or not 0 < cfg["eval_fraction"] <= 0.5:  # NaN fails too
+        raise ValueError("data config: eval_fraction must be in (0, 0.5]")
+    if not isinstance(cfg["sources"], dict) or not cfg["sources"]:
+        raise ValueError("data config: sources must be a non-empty mapping")
+    cfg["max_chars_per_source"] = int(cfg["max_chars_per_source"])
+    cfg["sources"] = {name: check_source(name, src) for name, src in sorted(cfg["sources"].items())}
+    return cfg
+
+
+def config_sha256(cfg: dict, seed: int) -> str:
+    """Hash of what determines the data: resolved config, seed, format version."""
+    keyed = {**cfg, "sources": {n: {k: v for k, v in s.items() if k != "description"} for n, s in cfg["sources"].items()}}
+    blob = json.dumps({"format": FORMAT_VERSION, "seed": seed, "config": keyed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _listed_files(manifest: dict) -> dict[str, str]:
+    """relpath -> sha256 of every file a manifest vouches for."""
+    files = dict(manifest.get("tokenizer_files", {}))
+    for section in ("train", "eval", "eval_items"):
+        for entry in manifest.get(section, {}).values():
+            files[entry["path"]] = entry["sha256"]
+    return files
+
+
+def _cached(run_dir: Path, config_hash: str) -> dict | None:
+    path = run_dir / "data" / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if manifest.get("config_sha256") != config_hash:
+        return manifest  # caller uses it to remove files the new config no longer has
+    for rel, sha in _listed_files(manifest).items():
+        p = run_dir / rel
+        if not p.exists() or _file_sha(p) != sha:
+            return {}
+    return {**manifest, "cached": True}
+
+
+def _shard_entry(run_dir: Path, path: Path, meta: dict, src: dict) -> dict:
+    return {"path": path.relative_to(run_dir).as_posix(), "tokens": meta["tokens"], "documents": meta["documents"],
+            "sha256": meta["sha256"], "domain": src["domain"], "kind": src["kind"]}
+
+
+def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
+    """Build (or reuse) the run's tokenizer, shards, eval items and manifest; return the manifest."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg = normalise_data_config(data_cfg)
+    chash = config_sha256(cfg, seed)
+    old = _cached(run_dir, chash)
+    if old and old.get("cached"):
+        return old
+    kw = {"max_chars": cfg["max_chars_per_source"], "eval_fraction": cfg["eval_fraction"], "seed": seed}
+    static = {n: s for n, s in cfg["sources"].items() if s["kind"] not in DYNAMIC_KINDS}
+    train_docs = {n: load_documents(n, s, "train", **kw) for n, s in static.items()}
+    eval_docs = {n: load_documents(n, s, "eval", **kw) for n, s in static.items()}
+
+    tok_dir = run_dir / "data" / "tokenizer"
+    tok = train_tokenizer(itertools.chain.from_iterable(train_docs.values()), cfg["vocab_size"], tok_dir)
+    manifest: dict = {
+        "format_version": FORMAT_VERSION, "config_sha256": chash, "seed": seed, "vocab_size": len(tok),
+        "tokenizer": tok_dir.relative_to(run_dir).as_posix(),
+        "tokenizer_files": {p.relative_to(run_dir).as_posix(): _file_sha(p) for p in sorted(tok_dir.iterdir())},
+        "train": {}, "eval": {}, "eval_items": {},
+        "per_generation": {n: {"kind": s["kind"], "domain": s["domain"]}
+                           for n, s in cfg["sources"].items() if s["kind"] in DYNAMIC_KINDS},
+        "catalogue": {n: describe(n, s) for n, s in cfg["sources"].items()},
+    }
+    for name, src in static.items():
+        path = run_dir / "data" / "train" / f"{name}.bin"
+        manifest["train"][name] = _shard_entry(run_dir, path, write_shard(train_docs[name], tok, path), src)
+        if eval_docs[name]:
+            path = run_dir / "eval" / f"{name}.bin"
+            manifest["eval"][name] = _shard_entry(run_dir, path, write_shard(eval_docs[name], tok, path), src)
+        items = None
+        if src["kind"] == "arithmetic":
+            items = arithmetic_eval_items(src, seed=seed)
+        elif src["kind"] == "safety":
+            items = safety_eval_items("eval")
+        if items:
+            path = run_dir / "eval" / f"{name}.jsonl"
+            data = "".join(json.dumps(it, sort_keys=True) + "\n" for it in items).encode()
+            atomic_write_bytes(path, data)
+            manifest["eval_items"][name] = {"path": path.relative_to(run_dir).as_posix(), "task": src["kind"],
+                                            "items": len(items), "sha256": hashlib.sha256(data).hexdigest()}
+    # files that an earlier config produced and this one does not: remove, so nothing stale
+    # sits next to the manifest looking authoritative
+    for rel in set(_listed_files(old or {})) - set(_listed_files(manifest)):
+        stale = [run_dir / rel] + ([meta_path(run_dir / rel)] if rel.endswith(".bin") else [])
+        for p in stale:
+            p.unlink(missing_ok=True)
+    manifest["python"] = sys.version.split()[0]
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_bytes(run_dir / "data" / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
+    return manifest
+
+
+def build_research_shard(entries: list[dict] | None, tokenizer, path: Path, *, min_tokens: int = 0,
+                         max_chars: int | None = None) -> dict | None:
+    """Write the research-record shard for one generation and return its meta.
+
+    Returns None (and writes nothing) when there are no entries: the caller must then drop
+    the research source's weight from the mixture, since an empty shard cannot be sampled.
+    `min_tokens` (e.g. context + 1) repeats the record until the shard is that long, so an
+    early lineage with one short entry can still be sampled. `max_chars` keeps the latest
+    entries that fit."""
+    docs = format_research_record(entries)
+    if max_chars is not None:
+        docs = load_documents("research", {"kind": "research_record"}, "train", max_chars=max_chars,
+                              eval_fraction=0.0, record_entries=entries)
+    if not docs:
+        return None
+    meta = write_shard(docs, tokenizer, path)
+    if meta["tokens"] < min_tokens:
+        meta = write_shard(docs * math.ceil(min_tokens / meta["tokens"]), tokenizer, path)
+    return meta
