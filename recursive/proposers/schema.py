@@ -1,0 +1,179 @@
+"""The plan space a proposer samples from, as a JSON schema derived from the context.
+
+The schema is narrower than `recursive.plan.Plan` on purpose. A constrained decoder can
+only emit what the schema admits, so every key is enumerated and every number bounded
+(an unbounded float lets xgrammar emit 200-digit numbers; shared/notes/FACTS.md), and the
+bounds are chosen so that most samples also pass `recursive.validate`.
+
+What xgrammar 0.2.8 honours (measured with GrammarMatcher.accept_string, see
+tests/proposers/test_schema.py): minimum/maximum and exclusive bounds on integers and on
+numbers (bounded numbers get at most 6 fractional digits and no exponent), enum and const
+on integers and strings, anyOf of objects, string pattern (regex, with {m,n} counts),
+string maxLength. Pattern on a number is ignored, and maxLength next to a pattern is
+ignored (with a warning). So floats are bounded directly, with no scaled-integer
+workaround. Strings are the trap: a maxLength string admits raw control characters
+(tab, 0x01), which strict JSON parsers refuse ("Invalid control character"), and no
+backslash escapes at all. So strings are a pattern, printable ASCII except quote and
+backslash, {0,n} times: always valid JSON, still bounded, one line (no newlines: a toy
+model cannot write a recipe module anyway, and the loop falls back to the parent's).
+
+Cross-field rules of the validator are expressed with anyOf, which xgrammar tracks
+jointly while decoding (a branch is settled by the first field that differs):
+  - num_kv_heads divides num_heads: one `model` branch per num_heads value;
+  - the token budget: one whole-plan branch per context, and inside it one `hparams`
+    branch per batch size (powers of two, 1..64) with
+    steps <= max_train_tokens // (batch_size * context).
+warmup_steps comes before steps, so warmup <= steps can only be made likely (warmup is
+bounded by a tenth of the largest steps); the parameter budget is left to the validator.
+Measured on the random proposer (same space), about 4 in 5 samples pass the validator
+with the token rule linked, 2 in 5 without.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .base import ProposalContext
+
+HEAD_DIMS = (16, 32, 64, 128)
+CONTEXTS = (64, 128, 256, 512, 1024, 2048, 4096)  # the Plan's Literal values
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+MAX_STEPS = 1_000_000  # Plan bound
+MAX_WARMUP = 100_000  # Plan bound
+TEXT_CHARS = r"[ -!#-\[\]-~]"  # printable ASCII (0x20-0x7e) minus '"' and '\'
+# xgrammar 0.2.8 with its (default) compile cache fails on a regex count above 128
+# ("per_rule_fsm_hashes ... has_value() is false"), so long bounds are written as a run
+# of {0,<=128} pieces: same language, and it compiles.
+TEXT_CHUNK = 128
+
+
+def _int(lo: int, hi: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": int(lo), "maximum": int(max(lo, hi))}
+
+
+def _num(lo: float, hi: float) -> dict[str, Any]:
+    return {"type": "number", "minimum": lo, "maximum": hi}
+
+
+def _obj(props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def text_schema(max_chars: int) -> dict[str, Any]:
+    """A one-line string of printable ASCII without '"' and '\\', at most max_chars long."""
+    n, pieces = int(max_chars), []
+    while n > 0:
+        pieces.append(f"{TEXT_CHARS}{{0,{min(n, TEXT_CHUNK)}}}")
+        n -= TEXT_CHUNK
+    return {"type": "string", "pattern": "^" + "".join(pieces or [f"{TEXT_CHARS}{{0,0}}"]) + "$"}
+
+
+def text_max_chars(schema: dict[str, Any]) -> int:
+    """The length bound of a `text_schema` (or of a plain maxLength string)."""
+    if "pattern" in schema:
+        return sum(int(c) for c in re.findall(r"\{0,(\d+)\}", schema["pattern"]))
+    return int(schema.get("maxLength", 32))
+
+
+def _contexts(parent: dict[str, Any]) -> list[int]:
+    return [c for c in CONTEXTS if c <= int(parent["context"])] or [CONTEXTS[0]]
+
+
+def _model_schema(parent: dict[str, Any], contexts: list[int]) -> dict[str, Any]:
+    # A successor is a step down, not a leap: each dimension keeps at least about half of
+    # the parent's (a quarter for the FFN), so that samples land near the budget's
+    # [min_param_ratio, param_ratio] band instead of collapsing to a few thousand params.
+    p_layers = min(int(parent["num_layers"]), 48)
+    p_heads = min(int(parent["num_heads"]), 64)
+    p_kv = max(1, min(int(parent["num_kv_heads"]), p_heads))
+    p_ffn = min(int(parent["intermediate_size"]), 32768)
+    head_dims = [d for d in HEAD_DIMS if int(parent["head_dim"]) // 2 <= d <= int(parent["head_dim"])] or [HEAD_DIMS[0]]
+    branches = []
+    for h in range((p_heads + 1) // 2, p_heads + 1):
+        kvs = [d for d in range(1, min(h, p_kv) + 1) if h % d == 0]
+        branches.append(_obj({
+            "num_layers": _int((p_layers + 1) // 2, p_layers),
+            "num_heads": {"const": h},
+            "num_kv_heads": {"enum": kvs},
+            "head_dim": {"enum": head_dims},
+            "intermediate_size": _int(max(16, p_ffn // 4), p_ffn),
+            "context": {"enum": contexts},
+            "tie_embeddings": {"type": "boolean"},
+        }))
+    return _any(branches)
+
+
+def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0) -> dict[str, Any]:
+    branches = []
+    for b in BATCH_SIZES:
+        steps_max = max(1, min(MAX_STEPS, max_tokens // (b * context)))
+        steps_min = max(1, -(-min_tokens // (b * context)))  # ceil: the budget's min_train_tokens
+        if steps_min > steps_max:
+            continue
+        branches.append(_obj({
+            "optimizer": {"enum": ["adamw", "sgd"]},
+            "lr": _num(0.0001, 0.01),
+            # warmup precedes steps, so it cannot be bounded by the steps drawn; a tenth
+            # of the largest steps keeps warmup <= steps (a validator rule) for most plans
+            "warmup_steps": _int(0, min(MAX_WARMUP, steps_max // 10)),
+            "batch_size": {"const": b},
+            "steps": _int(steps_min, steps_max),
+            "weight_decay": _num(0, 0.3),
+            "grad_clip": _num(0, 2),
+            "seed": _int(0, 1_000_000),
+            "distill_weight": _num(0, 1),
+            "distill_temperature": _num(1, 4),
+        }))
+    return _any(branches)
+
+
+def _any(branches: list[dict[str, Any]]) -> dict[str, Any]:
+    return branches[0] if len(branches) == 1 else {"anyOf": branches}
+
+
+def sort_schema_keys(schema: Any) -> Any:
+    """The same schema with every object's properties in sorted order (a constrained
+    decoder emits properties in schema order)."""
+    if isinstance(schema, list):
+        return [sort_schema_keys(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: sort_schema_keys(v) for k, v in schema.items()}
+    if isinstance(schema.get("properties"), dict) and schema.get("type") == "object":
+        out["properties"] = {k: out["properties"][k] for k in sorted(out["properties"])}
+        out["required"] = sorted(schema["required"])
+    return out
+
+
+def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rationale_max_chars: int = 120,
+                    sort_keys: bool = False, link_context: bool = True) -> dict[str, Any]:
+    """JSON schema of the candidate plans for `ctx`: bounded, every key enumerated, field
+    order = the Plan's (or sorted with sort_keys=True), `additionalProperties: false`
+    everywhere. Everything it admits is within the Plan's pydantic bounds.
+
+    link_context=True (default) makes the root an anyOf with one whole-plan branch per
+    context, so steps * batch_size * context <= max_train_tokens holds for every sample.
+    link_context=False gives a single root object (for APIs that refuse a root anyOf,
+    such as OpenAI structured outputs) bounding steps by the smallest context only."""
+    parent = ctx.parent["model"]
+    max_tokens = int(ctx.budget["max_train_tokens"])
+    min_tokens = int(ctx.budget.get("min_train_tokens", 0))
+    mixture = _obj({name: _num(0, 1) for name in sorted(ctx.sources)})
+
+    def plan(contexts: list[int], hparams: dict[str, Any]) -> dict[str, Any]:
+        return _obj({
+            "schema_version": {"const": 1},
+            "model": _model_schema(parent, contexts),
+            "data": _obj({"mixture": mixture}),
+            "hparams": hparams,
+            "code": text_schema(code_max_chars),
+            "rationale": text_schema(rationale_max_chars),
+        })
+
+    contexts = _contexts(parent)
+    if link_context:
+        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens)) for c in contexts])
+    else:
+        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens))
+    return sort_schema_keys(schema) if sort_keys else schema
