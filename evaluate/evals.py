@@ -24,7 +24,7 @@ class IntegrityError(RuntimeError):
 
 
 def verify_eval_files(run_dir: Path, manifest: dict) -> None:
-    for name, entry in manifest["eval"].items():
+    for entry in list(manifest["eval"].values()) + list(manifest["eval_items"].values()):
         path = run_dir / entry["path"]
         if not path.exists() or sha256_file(path) != entry["sha256"]:
             raise IntegrityError(f"eval file {path} does not match the hash recorded at lineage start")
@@ -86,9 +86,11 @@ def capability_metrics(model_path: Path, run_dir: Path, manifest: dict, cfg: dic
     losses = {name: heldout_loss(model, run_dir / e["path"], int(cfg["context"]), int(cfg["eval_windows_per_domain"]))
               for name, e in sorted(manifest["eval"].items())}
     losses["mean"] = float(np.mean(list(losses.values())))
-    items_path = run_dir / manifest["eval_items"]["arithmetic"]
-    items = [json.loads(line) for line in items_path.read_text().splitlines() if line.strip()]
-    arith = arithmetic_exact_match(model, tok, items, int(cfg["arithmetic_problems"]))
+    arith = {}
+    for entry in manifest["eval_items"].values():
+        if entry["task"] == "arithmetic":
+            items = [json.loads(line) for line in (run_dir / entry["path"]).read_text().splitlines() if line.strip()]
+            arith = arithmetic_exact_match(model, tok, items, int(cfg["arithmetic_problems"]))
     params = sum(p.numel() for p in model.parameters())
     return {"heldout_loss": losses, "arithmetic": arith, "params": params}
 

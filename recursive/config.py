@@ -41,7 +41,8 @@ def _first_line(msg: str) -> str:
 
 def _check(cfg: dict) -> None:
     need = {"run_dir": str, "lineage.generations": int, "lineage.max_attempts": int, "lineage.seed": int,
-            "budget.param_ratio": float, "budget.max_params": int, "budget.max_train_tokens": int,
+            "budget.param_ratio": float, "budget.min_param_ratio": float, "budget.max_params": int,
+            "budget.max_train_tokens": int, "budget.min_train_tokens": int,
             "proposer.name": str, "data.vocab_size": int, "evaluate.context": int}
     for key, typ in need.items():
         node: Any = cfg

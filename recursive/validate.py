@@ -37,6 +37,8 @@ class Limits:
     param_ratio: float                # child params <= param_ratio * parent params
     max_params: int
     max_train_tokens: int
+    min_param_ratio: float = 0.0     # child params >= min_param_ratio * parent params
+    min_train_tokens: int = 0
     min_mixture_sources: int = 1
     smoke_test: bool = True           # run the recipe in a limited subprocess
     _smoke_cache: dict = field(default_factory=dict, repr=False)
@@ -88,7 +90,14 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
         out.append(Problem("model", f"{params:,} parameters; a successor must have at most "
                                     f"{limits.param_ratio:g} x parent ({limits.parent_params:,}) = "
                                     f"{int(limits.param_ratio * limits.parent_params):,}"))
+    if limits.parent_params is not None and params < limits.min_param_ratio * limits.parent_params:
+        out.append(Problem("model", f"{params:,} parameters; a successor must keep at least "
+                                    f"{limits.min_param_ratio:g} x parent ({limits.parent_params:,}) = "
+                                    f"{int(limits.min_param_ratio * limits.parent_params):,}"))
     tokens = plan.train_tokens()
+    if tokens < limits.min_train_tokens:
+        out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens is below the "
+                                            f"budget's min_train_tokens {limits.min_train_tokens:,}"))
     if tokens > limits.max_train_tokens:
         out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens exceeds the "
                                             f"budget's max_train_tokens {limits.max_train_tokens:,}"))

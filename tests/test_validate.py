@@ -77,3 +77,16 @@ def test_hostile_code_is_a_code_problem(seed, limits):
     _, problems = validate_plan(seed, limits)
     assert fields(problems) == {"code"}
     assert "import of 'os'" in problems[0].message
+
+
+def test_a_child_may_not_collapse(cfg, seed, limits):
+    seed["model"].update(num_layers=1, num_heads=1, num_kv_heads=1, intermediate_size=16)
+    _, problems = validate_plan(seed, limits)
+    assert any("at least 0.3 x parent" in p.message for p in problems)
+
+
+def test_token_budget_floor(seed, limits):
+    seed["model"]["num_layers"] = 1
+    seed["hparams"]["steps"] = 1
+    _, problems = validate_plan(seed, limits)
+    assert any(p.field == "hparams.steps" and "min_train_tokens" in p.message for p in problems)

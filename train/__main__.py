@@ -1,4 +1,5 @@
-"""`python -m recursive.train ATTEMPT_DIR`: the training stage as a process.
+"""`python -m recursive.train ATTEMPT_DIR`: the training stage as a process
+(`--screen SCREEN_DIR`: the proposal stage's proxy screening of candidates).
 
 Exit codes the loop reads: 0 trained; 2 the plan or its recipe failed (recorded as the
 attempt's failure, the lineage goes on); anything else is a crash of the stage itself.
@@ -10,12 +11,15 @@ import traceback
 from pathlib import Path
 
 from recursive.io import atomic_write_json
-from recursive.train.trainer import RecipeError, train
+from recursive.train.trainer import RecipeError, screen, train
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--screen":
+        screen(Path(argv[1]))
+        return 0
     if len(argv) != 1:
-        print("usage: python -m recursive.train ATTEMPT_DIR", file=sys.stderr)
+        print("usage: python -m recursive.train ATTEMPT_DIR | --screen SCREEN_DIR", file=sys.stderr)
         return 64
     attempt_dir = Path(argv[0])
     try:

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from recursive.data.shards import MixtureSampler
+from recursive.data.shards import MixtureSampler, open_shard
 from recursive.io import atomic_write_json
 from recursive.plan import Plan
 from recursive.recipe import load_recipe
@@ -45,14 +48,20 @@ def _optimizer(plan: Plan, model: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=h.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def train(attempt_dir: Path) -> dict:
-    spec = json.loads((attempt_dir / "train_spec.json").read_text())
-    plan = Plan.from_json((attempt_dir / "plan.json").read_text())
+def _accelerator(spec: dict) -> Accelerator:
     torch.set_num_threads(int(spec.get("threads", os.cpu_count() or 1)))
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision="bf16" if spec.get("precision") == "bf16" else "no")
+    return Accelerator(cpu=not torch.cuda.is_available(),
+                       mixed_precision="bf16" if spec.get("precision") == "bf16" else "no")
+
+
+def fit(plan: Plan, spec: dict, accelerator: Accelerator, *, steps: int | None = None,
+        verbose: bool = True) -> tuple[torch.nn.Module, dict]:
+    """Train `plan` for its steps (or a miniature of it: `steps` steps with the warmup
+    scaled alike). Returns the unwrapped model and the training metrics."""
     recipe = load_recipe(plan.code)  # the policy is enforced again in the process that runs it
     h = plan.hparams
+    total = h.steps if steps is None else max(1, min(steps, h.steps))
+    warmup = h.warmup_steps if steps is None else round(h.warmup_steps * total / h.steps)
     tok = AutoTokenizer.from_pretrained(spec["tokenizer"])
     model = build_model(plan.model, len(tok), eos_token_id=tok.eos_token_id, seed=h.seed)
     n_params = sum(p.numel() for p in model.parameters())
@@ -63,15 +72,17 @@ def train(attempt_dir: Path) -> dict:
     optimizer = _optimizer(plan, model)
 
     def lr_lambda(step: int) -> float:
-        v = float(recipe.lr_lambda(step, h.steps, h.warmup_steps))
+        v = float(recipe.lr_lambda(step, total, warmup))
         if not (math.isfinite(v) and 0.0 <= v <= 10.0):
-            raise RecipeError(f"recipe lr_lambda({step}, {h.steps}, {h.warmup_steps}) returned {v}, "
+            raise RecipeError(f"recipe lr_lambda({step}, {total}, {warmup}) returned {v}, "
                               "expected a finite multiplier in [0, 10]")
         return v
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     model, optimizer = accelerator.prepare(model, optimizer)
-    sampler = MixtureSampler({k: Path(v) for k, v in spec["shards"].items()}, plan.normalized_mixture(),
+    # the loop's mixture: the plan's weights over the shards that exist (train_spec.json says
+    # which sources were dropped, e.g. an empty research record at generation 0)
+    sampler = MixtureSampler({k: Path(v) for k, v in spec["shards"].items()}, spec["mixture"],
                              plan.model.context, h.batch_size, h.seed,
                              accelerator.process_index, accelerator.num_processes)
     hp = {"distill_weight": h.distill_weight, "distill_temperature": h.distill_temperature}
@@ -80,7 +91,7 @@ def train(attempt_dir: Path) -> dict:
     t0 = time.perf_counter()
     tokens_seen = 0
     model.train()
-    for step in range(h.steps):
+    for step in range(total):
         batch = sampler.batch(step).to(accelerator.device)
         x, y = batch[:, :-1], batch[:, 1:]
         with accelerator.autocast():
@@ -98,26 +109,68 @@ def train(attempt_dir: Path) -> dict:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens_seen += x.numel() * accelerator.num_processes
-        if step % log_every == 0 or step == h.steps - 1:
+        if step % log_every == 0 or step == total - 1:
             elapsed = time.perf_counter() - t0
             row = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
                    "grad_norm": grad_norm, "tokens": tokens_seen, "tokens_per_s": tokens_seen / elapsed}
             curve.append(row)
-            if accelerator.is_main_process:
+            if verbose and accelerator.is_main_process:
                 print(json.dumps(row), flush=True)
     seconds = time.perf_counter() - t0
     accelerator.wait_for_everyone()
-    metrics = {"steps": h.steps, "tokens": tokens_seen, "seconds": seconds,
+    metrics = {"steps": total, "tokens": tokens_seen, "seconds": seconds,
                "tokens_per_s": tokens_seen / seconds, "final_loss": curve[-1]["loss"],
                "params": n_params, "world_size": accelerator.num_processes, "curve": curve}
+    return accelerator.unwrap_model(model), metrics
+
+
+def train(attempt_dir: Path) -> dict:
+    """The training stage: ATTEMPT_DIR/plan.json + train_spec.json -> ATTEMPT_DIR/model."""
+    spec = json.loads((attempt_dir / "train_spec.json").read_text())
+    plan = Plan.from_json((attempt_dir / "plan.json").read_text())
+    accelerator = _accelerator(spec)
+    model, metrics = fit(plan, spec, accelerator)
     if accelerator.is_main_process:
-        out = attempt_dir / "model"
-        tmp = attempt_dir / "model.tmp"
-        accelerator.unwrap_model(model).save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        out, tmp = attempt_dir / "model", attempt_dir / "model.tmp"
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(spec["tokenizer"]).save_pretrained(tmp)
         if out.exists():
-            import shutil
             shutil.rmtree(out)
         os.replace(tmp, out)  # a model directory exists only once it is complete
         atomic_write_json(attempt_dir / "train_metrics.json", metrics)
     return metrics
+
+
+@torch.no_grad()
+def screen_loss(model: torch.nn.Module, windows: torch.Tensor) -> float:
+    model.eval()
+    logits = model(input_ids=windows[:, :-1]).logits.float()
+    return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)))
+
+
+def screen(screen_dir: Path) -> dict:
+    """Proxy screening of K valid candidates: a miniature of each plan (spec["steps"] steps),
+    then plain cross-entropy on fixed windows of the *training* shards, equal weight per
+    source. Eval data is never read here; the gate still decides on the eval sets."""
+    spec = json.loads((screen_dir / "screen_spec.json").read_text())
+    accelerator = _accelerator(spec)
+    windows = []
+    for name in sorted(spec["screen_sources"]):
+        data = open_shard(Path(spec["shards"][name]))
+        ctx = int(spec["context"])
+        # the tail of each shard: fixed positions, the same for every candidate
+        starts = np.linspace(max(0, len(data) - 64 * (ctx + 1)), len(data) - ctx - 1,
+                             num=int(spec["windows_per_source"]), dtype=np.int64)
+        windows += [torch.from_numpy(data[s:s + ctx + 1].astype(np.int64)) for s in starts]
+    windows_t = torch.stack(windows)
+    results = {}
+    for cand in spec["candidates"]:
+        plan = Plan.from_json(Path(cand["plan"]).read_text())
+        try:
+            model, metrics = fit(plan, dict(spec, mixture=cand["mixture"]), accelerator,
+                                 steps=int(spec["steps"]), verbose=False)
+            results[str(cand["index"])] = {"loss": screen_loss(model, windows_t), "seconds": metrics["seconds"]}
+        except (RecipeError, ValueError) as e:
+            results[str(cand["index"])] = {"loss": None, "error": f"{type(e).__name__}: {e}"}
+    atomic_write_json(screen_dir / "screen.json", results)
+    return results

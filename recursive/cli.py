@@ -1,0 +1,129 @@
+"""`recursive`: the command line.
+
+  recursive run [hydra overrides...]            run or resume the lineage in run_dir=PATH
+  recursive check-plan PLAN.json [--run-dir R [--generation G]]  the loop's validation of a plan
+  recursive lineage show RUN_DIR [--json]       the lineage as a table or JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_INVALID, EXIT_USAGE = 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"recursive: error: {msg}", file=sys.stderr)
+
+
+def cmd_run(args) -> int:
+    from recursive.config import ConfigError, compose_config
+    try:
+        cfg = compose_config(args.overrides)
+        from recursive.loop import Lineage, StageError
+        result = Lineage(cfg).run()
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except StageError as e:
+        _err(str(e))
+        return 1
+    print(json.dumps(result))
+    return 0 if result["status"] == "complete" else 1
+
+
+def check_plan_limits(run_dir: str | None, generation: int | None, overrides: list[str]):
+    """The Limits the loop would apply to this plan: with --run-dir, that lineage's budget and
+    the parent of --generation (default: the next generation, i.e. the last promoted model);
+    without, the configs/ budget with the seed plan's model as the parent."""
+    from recursive import lineage
+    from recursive.config import compose_config
+    from recursive.io import read_json
+    from recursive.loop import make_limits, seed_plan
+    from recursive.plan import count_params
+    if run_dir:
+        rd = Path(run_dir)
+        cfg = read_json(rd / "config.json")
+        vocab = int(read_json(rd / "data" / "manifest.json")["vocab_size"])
+        promoted = {e["generation"]: e for e in lineage.promoted(rd)}
+        if generation is None:
+            generation = max(promoted, default=-1) + 1
+        if generation > 0 and generation - 1 not in promoted:
+            raise ValueError(f"{rd} has no promoted generation {generation - 1} to be the parent")
+        parent_params = promoted[generation - 1]["params"] if generation > 0 else None
+    else:
+        cfg = compose_config(overrides)
+        vocab = int(cfg["data"]["vocab_size"])
+        parent_params = count_params(seed_plan(cfg).model, vocab)
+    return make_limits(cfg, vocab, parent_params)
+
+
+def cmd_check_plan(args) -> int:
+    from recursive.config import ConfigError
+    from recursive.validate import validate_plan
+    try:
+        limits = check_plan_limits(args.run_dir, args.generation, args.overrides)
+    except (ConfigError, OSError, ValueError, KeyError) as e:
+        _err(f"cannot load the lineage's limits: {e}")
+        return EXIT_USAGE
+    try:
+        data = Path(args.plan).read_bytes()
+    except OSError as e:
+        print(f"{args.plan}: cannot read file ({e.strerror or e})")
+        return EXIT_INVALID
+    plan, problems = validate_plan(data, limits)
+    if problems:
+        for p in problems:
+            print(f"{args.plan}: {p}")
+        return EXIT_INVALID
+    from recursive.plan import count_params
+    print(f"{args.plan}: valid ({count_params(plan.model, limits.vocab_size):,} parameters, "
+          f"{plan.train_tokens():,} training tokens)")
+    return 0
+
+
+def cmd_lineage_show(args) -> int:
+    from recursive import lineage
+    rd = Path(args.run_dir)
+    if not (rd / lineage.LINEAGE_FILE).exists():
+        _err(f"{rd} holds no lineage ({lineage.LINEAGE_FILE} not found)")
+        return EXIT_USAGE
+    print(lineage.dumps(lineage.show_json(rd)) if args.json else lineage.show_table(rd))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="recursive", description="Recursive self-training lineages.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run or resume a lineage (hydra overrides, e.g. experiment=toy run_dir=runs/x)")
+    r.add_argument("overrides", nargs="*")
+    r.set_defaults(fn=cmd_run)
+    c = sub.add_parser("check-plan", help="validate a plan exactly as the loop does")
+    c.add_argument("plan")
+    c.add_argument("--run-dir", default=None, help="check against this lineage's budget and parent")
+    c.add_argument("--generation", type=int, default=None,
+                   help="with --run-dir: check as a plan for this generation (parent = its promoted predecessor)")
+    c.add_argument("overrides", nargs="*", help="hydra overrides when no --run-dir is given")
+    c.set_defaults(fn=cmd_check_plan)
+    lin = sub.add_parser("lineage", help="inspect a lineage")
+    lsub = lin.add_subparsers(dest="lineage_command", required=True)
+    s = lsub.add_parser("show", help="one row per generation attempt")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_lineage_show)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

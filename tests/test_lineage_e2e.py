@@ -1,0 +1,120 @@
+"""The smoke lineage end to end through the real CLI, checked the way a user would."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+pytestmark = pytest.mark.slow
+
+
+def recursive(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "recursive.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=900, env=dict(os.environ, WANDB_MODE="offline"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    rd = tmp_path_factory.mktemp("lineage") / "smoke"
+    proc = recursive("run", "experiment=smoke", f"run_dir={rd}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (rd / "first_run.log").write_text(proc.stdout)
+    return rd
+
+
+@pytest.fixture(scope="module")
+def shown(run_dir):
+    proc = recursive("lineage", "show", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["generations"]
+
+
+def test_generations_recorded_and_promoted(shown):
+    promoted = [g for g in shown if g["status"] == "promoted"]
+    assert [g["generation"] for g in promoted] == [0, 1, 2]
+    for g in shown:
+        assert set(g) >= {"generation", "attempt", "status", "parent", "plan_path", "model_path", "params",
+                          "metrics", "gate"}
+        assert g["status"] in ("promoted", "rejected", "failed")
+        assert isinstance(g["gate"]["passed"], bool) and g["gate"]["reasons"]
+
+
+def test_each_child_is_smaller_than_its_parent(shown):
+    by_id = {f"gen_{g['generation']:03d}/attempt_{g['attempt']:02d}": g for g in shown}
+    children = [g for g in shown if g["parent"] and g["params"]]
+    assert children
+    for child in children:
+        parent = by_id[child["parent"]]
+        assert parent["status"] == "promoted"
+        assert child["params"] <= 0.85 * parent["params"]
+
+
+def test_metrics_present_and_finite(shown):
+    for g in (g for g in shown if g["status"] != "failed"):
+        m = g["metrics"]
+        assert set(m["heldout_loss"]) >= {"code", "prose", "arithmetic", "safety", "mean"}
+        assert all(0 < v < 20 for v in m["heldout_loss"].values())
+        assert 0 <= m["arithmetic"]["exact_match"] <= 1
+        assert 0 <= m["proposer"]["valid_plan_rate"] <= 1
+
+
+def test_models_load_with_from_pretrained(run_dir, shown):
+    for g in (g for g in shown if g["model_path"]):
+        path = run_dir / g["model_path"]
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        assert sum(p.numel() for p in model.parameters()) == g["params"]
+        ids = tok("def f(x):\n    return", return_tensors="pt").input_ids
+        assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_recorded_plans_pass_check_plan(run_dir, shown):
+    checked = 0
+    for g in (g for g in shown if g["plan_path"]):
+        proc = recursive("check-plan", str(run_dir / g["plan_path"]), "--run-dir", str(run_dir),
+                         "--generation", str(g["generation"]))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "valid" in proc.stdout
+        checked += 1
+    assert checked >= 3
+
+
+def test_attempt_folder_holds_what_ran(run_dir, shown):
+    for g in shown:
+        d = run_dir / "generations" / f"gen_{g['generation']:03d}" / f"attempt_{g['attempt']:02d}"
+        assert (d / "timings.json").exists()
+        if g["status"] != "failed":
+            for name in ("plan.json", "recipe.py", "train_spec.json", "train_metrics.json", "eval.json",
+                         "gate.json", "gate.txt"):
+                assert (d / name).exists(), name
+            spec = json.loads((d / "train_spec.json").read_text())
+            assert not any("/eval/" in p for p in spec["shards"].values())  # training never sees eval data
+    for name in ("config.yaml", "env.json", "lineage.jsonl", "data/manifest.json"):
+        assert (run_dir / name).exists(), name
+
+
+def test_wandb_offline_runs_inside_run_dir(run_dir, shown):
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == len(shown)
+    assert all(list(r.glob("*.wandb")) for r in runs)
+
+
+def test_rerun_resumes_without_redoing_stages(run_dir, shown):
+    lines_before = (run_dir / "lineage.jsonl").read_text()
+    mtimes = {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")}
+    proc = recursive("run", "experiment=smoke", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("skipped") == len(shown)
+    assert (run_dir / "lineage.jsonl").read_text() == lines_before
+    assert {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")} == mtimes
+
+
+def test_changed_config_on_resume_is_refused(run_dir):
+    proc = recursive("run", "experiment=smoke", f"run_dir={run_dir}", "hparams.lr=0.001")
+    assert proc.returncode == 2
+    assert "hparams.lr" in proc.stderr and "Traceback" not in proc.stderr
