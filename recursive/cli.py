@@ -119,6 +119,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "run":
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns the log
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -121,6 +121,8 @@ class Lineage:
             log(f"gen {g} attempt {a}: already {done['status']}, skipped")
             return done
         d.mkdir(parents=True, exist_ok=True)
+        if not (d / "config.yaml").exists():  # the resolved config this attempt ran under
+            atomic_write_text(d / "config.yaml", dump_yaml(self.cfg))
         timings = read_json(d / "timings.json") if (d / "timings.json").exists() else {}
         record = {"event": "attempt", "generation": g, "attempt": a,
                   "parent": None if parent is None else lineage.attempt_id(parent["generation"], parent["attempt"]),

@@ -50,7 +50,7 @@ def make_context(cfg: dict, run_dir: Path, g: int, a: int, parent: dict, parent_
         seed_plan=seed.model_dump(mode="json"), parent_plan=parent_plan, sources=sources,
         budget={"param_ratio": b["param_ratio"], "min_param_ratio": b["min_param_ratio"], "max_params": b["max_params"],
                 "max_train_tokens": b["max_train_tokens"], "min_train_tokens": b["min_train_tokens"], "vocab_size": cfg["data"]["vocab_size"],
-                "wall_clock_s": b.get("wall_clock_s")},
+                "wall_clock_s": b.get("wall_clock_s"), "trust_region": b.get("trust_region")},
         memory=memory, feedback=feedback, recipe_api=RECIPE_API)
 
 

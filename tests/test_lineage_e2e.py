@@ -89,7 +89,7 @@ def test_attempt_folder_holds_what_ran(run_dir, shown):
         d = run_dir / "generations" / f"gen_{g['generation']:03d}" / f"attempt_{g['attempt']:02d}"
         assert (d / "timings.json").exists()
         if g["status"] != "failed":
-            for name in ("plan.json", "recipe.py", "train_spec.json", "train_metrics.json", "eval.json",
+            for name in ("plan.json", "recipe.py", "config.yaml", "train_spec.json", "train_metrics.json", "eval.json",
                          "gate.json", "gate.txt"):
                 assert (d / name).exists(), name
             spec = json.loads((d / "train_spec.json").read_text())

@@ -17,6 +17,12 @@ backslash escapes at all. So strings are a pattern, printable ASCII except quote
 backslash, {0,n} times: always valid JSON, still bounded, one line (no newlines: a toy
 model cannot write a recipe module anyway, and the loop falls back to the parent's).
 
+With `budget.trust_region` set (the default configs do), the space is a region around the
+parent's plan rather than the whole budget: lr within lr_factor of the parent's, weight
+decay, clipping and mixture weights within `factor`, the token count within
+tokens_factor, the parent's optimiser. Architecture keeps at least half of each parent
+dimension either way.
+
 Cross-field rules of the validator are expressed with anyOf, which xgrammar tracks
 jointly while decoding (a branch is settled by the first field that differs):
   - num_kv_heads divides num_heads: one `model` branch per num_heads value;
@@ -104,27 +110,49 @@ def _model_schema(parent: dict[str, Any], contexts: list[int]) -> dict[str, Any]
     return _any(branches)
 
 
-def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0) -> dict[str, Any]:
+def _around(value: float, factor: float, lo: float, hi: float) -> tuple[float, float]:
+    """[value / factor, value * factor] clipped to [lo, hi] (the trust region of one number)."""
+    a, b = max(lo, value / factor), min(hi, value * factor)
+    return (a, b) if a <= b else (lo, hi)
+
+
+def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
+                    parent: dict[str, Any] | None = None, region: dict[str, float] | None = None,
+                    parent_tokens: int = 0) -> dict[str, Any]:
+    budget = (max_tokens, min_tokens)
     branches = []
+    lr, wd, clip = (0.0001, 0.01), (0.0, 0.3), (0.0, 2.0)
+    optimizers = ["adamw", "sgd"]
+    if parent is not None and region:
+        # trust region around the parent's plan (PBT's "explore" step): a young proposer
+        # then mutates a recipe known to work instead of sampling the whole space
+        lr = _around(float(parent["lr"]), region["lr_factor"], 1e-5, 0.05)
+        wd = _around(float(parent["weight_decay"]), region["factor"], 0.0, 0.3) if parent["weight_decay"] else (0.0, 0.0)
+        clip = _around(float(parent["grad_clip"]), region["factor"], 0.0, 2.0) if parent["grad_clip"] else (0.0, 0.0)
+        optimizers = [parent["optimizer"]]
+        min_tokens = max(min_tokens, int(parent_tokens / region["tokens_factor"]))
+        max_tokens = min(max_tokens, int(parent_tokens * region["tokens_factor"]))
     for b in BATCH_SIZES:
         steps_max = max(1, min(MAX_STEPS, max_tokens // (b * context)))
         steps_min = max(1, -(-min_tokens // (b * context)))  # ceil: the budget's min_train_tokens
         if steps_min > steps_max:
             continue
         branches.append(_obj({
-            "optimizer": {"enum": ["adamw", "sgd"]},
-            "lr": _num(0.0001, 0.01),
-            # warmup precedes steps, so it cannot be bounded by the steps drawn; a tenth
-            # of the largest steps keeps warmup <= steps (a validator rule) for most plans
-            "warmup_steps": _int(0, min(MAX_WARMUP, steps_max // 10)),
+            "optimizer": {"enum": optimizers},
+            "lr": _num(*lr),
+            # warmup precedes steps, so it cannot be bounded by the steps drawn; bounding it
+            # by the smallest steps of this branch keeps warmup <= steps (a validator rule)
+            "warmup_steps": _int(0, min(MAX_WARMUP, steps_min, steps_max // 10)),
             "batch_size": {"const": b},
             "steps": _int(steps_min, steps_max),
-            "weight_decay": _num(0, 0.3),
-            "grad_clip": _num(0, 2),
+            "weight_decay": _num(*wd),
+            "grad_clip": _num(*clip),
             "seed": _int(0, 1_000_000),
             "distill_weight": _num(0, 1),
             "distill_temperature": _num(1, 4),
         }))
+    if not branches and parent is not None:  # trust region and budget do not meet: the budget wins
+        return _hparams_schema(*budget[:1], context, budget[1])
     return _any(branches)
 
 
@@ -159,7 +187,21 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
     parent = ctx.parent["model"]
     max_tokens = int(ctx.budget["max_train_tokens"])
     min_tokens = int(ctx.budget.get("min_train_tokens", 0))
-    mixture = _obj({name: _num(0, 1) for name in sorted(ctx.sources)})
+    region = ctx.budget.get("trust_region") or None
+    parent_mix = {k: float(v) for k, v in ctx.parent_plan.get("data", {}).get("mixture", {}).items()}
+    total = sum(parent_mix.values()) or 1.0
+
+    def weight(name: str) -> dict[str, Any]:
+        if not region:
+            return _num(0, 1)
+        w = parent_mix.get(name, 0.0) / total
+        return _num(round(w / region["factor"], 6), round(min(1.0, max(w * region["factor"], 0.05)), 6))
+
+    mixture = _obj({name: weight(name) for name in sorted(ctx.sources)})
+    parent_h = ctx.parent_plan.get("hparams") if region else None
+    parent_tokens = 0
+    if parent_h:
+        parent_tokens = int(parent_h["steps"]) * int(parent_h["batch_size"]) * int(ctx.parent_plan["model"]["context"])
 
     def plan(contexts: list[int], hparams: dict[str, Any]) -> dict[str, Any]:
         return _obj({
@@ -173,7 +215,7 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
 
     contexts = _contexts(parent)
     if link_context:
-        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens)) for c in contexts])
+        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens, parent_h, region, parent_tokens)) for c in contexts])
     else:
-        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens))
+        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens, parent_h, region, parent_tokens))
     return sort_schema_keys(schema) if sort_keys else schema

@@ -75,3 +75,24 @@ def test_factory_names():
     assert make_proposer("random").name == "random" and make_proposer("fixed").name == "fixed"
     with pytest.raises(ValueError, match="fixed, random, self"):
         make_proposer("oracle")
+
+
+def test_trust_region_keeps_samples_near_the_parent_plan(make_ctx):
+    ctx = make_ctx()
+    ctx.budget["trust_region"] = {"lr_factor": 3.0, "factor": 2.0, "tokens_factor": 2.0}
+    ph = ctx.parent_plan["hparams"]
+    parent_tokens = ph["steps"] * ph["batch_size"] * ctx.parent_plan["model"]["context"]
+    mix = ctx.parent_plan["data"]["mixture"]
+    total = sum(mix.values())
+    plans = [c.plan for c in make_proposer("random").propose(ctx, 200, seed=1)]
+    for p in plans:
+        h = p["hparams"]
+        assert ph["lr"] / 3 - 1e-9 <= h["lr"] <= ph["lr"] * 3 + 1e-9
+        assert h["optimizer"] == ph["optimizer"]
+        tokens = h["steps"] * h["batch_size"] * p["model"]["context"]
+        assert parent_tokens / 2 - 64 * h["batch_size"] <= tokens <= parent_tokens * 2
+        assert h["warmup_steps"] <= h["steps"]
+        for name, w in p["data"]["mixture"].items():
+            assert w >= mix.get(name, 0) / total / 2 - 1e-6
+    # still a search: the samples differ from each other
+    assert len({p["hparams"]["lr"] for p in plans}) > 100
