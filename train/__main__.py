@@ -1,17 +1,32 @@
 """`python -m recursive.train ATTEMPT_DIR`: the training stage as a process
 (`--screen SCREEN_DIR`: the proposal stage's proxy screening of candidates).
 
-Exit codes the loop reads: 0 trained; 2 the plan or its recipe failed (recorded as the
-attempt's failure, the lineage goes on); anything else is a crash of the stage itself.
+The same command runs under any launcher, which sets rank and world size in the
+environment:
+    python -m recursive.train ATTEMPT_DIR                                   # one process
+    torchrun --standalone --nproc_per_node N -m recursive.train ATTEMPT_DIR # DDP / ZeRO
+    accelerate launch --multi_gpu --num_processes N -m recursive.train ATTEMPT_DIR
+    srun --ntasks N python -m recursive.train ATTEMPT_DIR                   # SLURM
+
+Exit codes the loop reads: 0 trained; 2 the plan or its recipe failed (recorded in
+train_error.json as the attempt's failure, the lineage goes on); 75 preempted (SIGTERM or
+SIGUSR1): a checkpoint was written and ATTEMPT_DIR/train_requeue.json says where; run the
+same command again to resume. Under torchrun the launcher's own exit code is 1 when
+workers exit 75, so the loop should look for train_requeue.json, not only the code.
+Anything else is a crash of the stage itself.
 """
 
-import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from recursive.io import atomic_write_json
-from recursive.train.trainer import RecipeError, screen, train
+from recursive.train.trainer import REQUEUE_EXIT, Preempted, RecipeError, screen, train
+
+
+def _is_rank0() -> bool:
+    return os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0"
 
 
 def main(argv: list[str]) -> int:
@@ -24,13 +39,18 @@ def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[0])
     try:
         train(attempt_dir)
+    except Preempted as p:
+        print(f"training preempted: {p}; exit {REQUEUE_EXIT} (requeue)", file=sys.stderr, flush=True)
+        return REQUEUE_EXIT
     except (RecipeError, ValueError) as e:  # the plan's fault, not the stage's
-        atomic_write_json(attempt_dir / "train_error.json", {"error": f"{type(e).__name__}: {e}"})
+        if _is_rank0():
+            atomic_write_json(attempt_dir / "train_error.json", {"error": f"{type(e).__name__}: {e}"})
         print(f"training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 (recorded for the lineage, then re-raised as exit 1)
-        atomic_write_json(attempt_dir / "train_error.json",
-                          {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        if _is_rank0():
+            atomic_write_json(attempt_dir / "train_error.json",
+                              {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         raise
     return 0
 

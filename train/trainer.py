@@ -2,17 +2,27 @@
 
 Runs as its own process (`python -m recursive.train ATTEMPT_DIR`) because it executes the
 plan's untrusted recipe code: the orchestrator never imports it. Rank and world size come
-from the environment through accelerate, so one process and a `torchrun` launch share this
-code path. Inputs are files in ATTEMPT_DIR (plan.json, train_spec.json); eval data is never
-among them.
+from the environment (torchrun, `accelerate launch` or srun; see train/distributed.py), so
+one process and many share this code path. Inputs are files in ATTEMPT_DIR (plan.json,
+train_spec.json); eval data is never among them.
+
+train_spec.json keys (all but tokenizer/shards/mixture optional, defaults in brackets):
+  tokenizer, shards, mixture, teacher [null], threads, precision [fp32] (fp32|bf16),
+  log_every [20], strategy [single] (single|ddp|zero1|zero2|zero3), num_processes
+  [unchecked], grad_accum [1], compile [false], checkpoint_dir [ATTEMPT_DIR/checkpoints],
+  checkpoint_every [0: only on preemption], keep_checkpoints [2], resume [true],
+  probe_tokens [32], progress [auto: on a terminal].
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,17 +30,46 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recursive.data.shards import MixtureSampler, open_shard
 from recursive.io import atomic_write_json
 from recursive.plan import Plan
 from recursive.recipe import load_recipe
+from recursive.train import checkpoint
+from recursive.train.distributed import StageConfigError, make_accelerator
 from recursive.train.modeling import build_model
+from recursive.train.perf import flops_per_token, mfu, peak_flops
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: preempted, checkpoint written; run the same command again
+REQUEUE_FILE = "train_requeue.json"
 
 
 class RecipeError(RuntimeError):
     """The plan's recipe misbehaved during training (bad lr, non-finite loss, ...)."""
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGUSR1 arrived; a checkpoint of `step` completed steps was written."""
+
+    def __init__(self, step: int, signum: int, path: Path | None):
+        super().__init__(f"preempted by signal {signum} after {step} steps; checkpoint {path}")
+        self.step, self.signum, self.path = step, signum, path
+
+
+_SIGNAL: dict = {"num": None}
+
+
+def _on_signal(signum, frame):  # noqa: ARG001
+    _SIGNAL["num"] = signum
+
+
+def install_preemption_handlers() -> None:
+    """SIGTERM (SLURM preemption, torchrun forwarding its own SIGTERM) and SIGUSR1
+    (`sbatch --signal=USR1@T`): finish the current step, checkpoint, exit REQUEUE_EXIT."""
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, _on_signal)
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -45,29 +84,62 @@ def _optimizer(plan: Plan, model: torch.nn.Module) -> torch.optim.Optimizer:
     groups = _param_groups(model, h.weight_decay)
     if h.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=h.lr, momentum=0.9)
-    return torch.optim.AdamW(groups, lr=h.lr, betas=(0.9, 0.95), eps=1e-8)
+    # foreach on CPU; fused kernels on GPU
+    return torch.optim.AdamW(groups, lr=h.lr, betas=(0.9, 0.95), eps=1e-8,
+                             fused=torch.cuda.is_available() or None)
 
 
-def _accelerator(spec: dict) -> Accelerator:
-    torch.set_num_threads(int(spec.get("threads", os.cpu_count() or 1)))
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       mixed_precision="bf16" if spec.get("precision") == "bf16" else "no")
+def _agree(accelerator: Accelerator, flags: list[float]) -> list[bool]:
+    """Flags raised on any rank are raised on all (one all-reduce), so that every rank
+    takes the same branch: a NaN on one rank or a signal seen by one rank."""
+    t = torch.tensor(flags, dtype=torch.float32, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
 
 
-def fit(plan: Plan, spec: dict, accelerator: Accelerator, *, steps: int | None = None,
-        verbose: bool = True) -> tuple[torch.nn.Module, dict]:
+def _progress(spec: dict, accelerator: Accelerator, total: int, start: int, verbose: bool):
+    if not (verbose and accelerator.is_main_process):
+        return None
+    want = spec.get("progress")
+    tty = sys.stderr.isatty()
+    if want is False or (want is None and not tty):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=start, unit="step", file=sys.stderr, dynamic_ncols=True,
+                mininterval=0.5 if tty else 30.0)
+
+
+def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps: int | None = None,
+        verbose: bool = True, ckpt: dict | None = None) -> tuple[torch.nn.Module, dict, MixtureSampler]:
     """Train `plan` for its steps (or a miniature of it: `steps` steps with the warmup
-    scaled alike). Returns the unwrapped model and the training metrics."""
+    scaled alike). Returns the prepared model, the training metrics and the sampler.
+
+    ckpt: {"root", "every", "keep", "fingerprint", "resume"} enables step checkpoints,
+    resume and preemption; None (screening) disables them."""
     recipe = load_recipe(plan.code)  # the policy is enforced again in the process that runs it
     h = plan.hparams
     total = h.steps if steps is None else max(1, min(steps, h.steps))
     warmup = h.warmup_steps if steps is None else round(h.warmup_steps * total / h.steps)
+    world, grad_accum = accelerator.num_processes, layout["grad_accum"]
+    if h.batch_size % (world * grad_accum):
+        raise StageConfigError(f"batch_size {h.batch_size} is not a multiple of world_size {world} x "
+                               f"grad_accum {grad_accum}")
+    micro = h.batch_size // (world * grad_accum)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     tok = AutoTokenizer.from_pretrained(spec["tokenizer"])
     model = build_model(plan.model, len(tok), eos_token_id=tok.eos_token_id, seed=h.seed)
     n_params = sum(p.numel() for p in model.parameters())
+    fpt = flops_per_token(n_params, vocab_size=len(tok), hidden=plan.model.hidden_size,
+                          num_layers=plan.model.num_layers, context=plan.model.context,
+                          attn_width=plan.model.hidden_size, tied=plan.model.tie_embeddings)
+    peak = peak_flops(accelerator.device, spec.get("precision", "fp32"))
     teacher = None
     if h.distill_weight > 0 and spec.get("teacher"):
+        # same tokenizer for the whole lineage: the teacher's logits index the same vocabulary
         teacher = AutoModelForCausalLM.from_pretrained(spec["teacher"]).eval().requires_grad_(False)
+        if teacher.config.vocab_size != len(tok):
+            raise StageConfigError(f"teacher vocabulary {teacher.config.vocab_size} != tokenizer {len(tok)}")
         teacher = teacher.to(accelerator.device)
     optimizer = _optimizer(plan, model)
 
@@ -78,6 +150,8 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, *, steps: int | None =
                               "expected a finite multiplier in [0, 10]")
         return v
 
+    # the scheduler wraps the torch optimizer itself (under DeepSpeed too: the ZeRO optimizer
+    # shares its param_groups) and is stepped once per optimiser step, never by accelerate
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     model, optimizer = accelerator.prepare(model, optimizer)
     # the loop's mixture: the plan's weights over the shards that exist (train_spec.json says
@@ -87,57 +161,186 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, *, steps: int | None =
                              accelerator.process_index, accelerator.num_processes)
     hp = {"distill_weight": h.distill_weight, "distill_temperature": h.distill_temperature}
     log_every = int(spec.get("log_every", 20))
-    curve: list[dict] = []
+
+    start, tokens_seen, seconds_before, curve = 0, 0, 0.0, []
+    if ckpt is not None:
+        accelerator.register_for_checkpointing(scheduler)
+        found = checkpoint.latest(ckpt["root"], ckpt["fingerprint"]) if ckpt["resume"] else None
+        if found is not None:
+            state = checkpoint.load(accelerator, found)
+            start, tokens_seen, seconds_before, curve = (state["step"], state["tokens"], state["seconds"],
+                                                         state["curve"])
+            if verbose and accelerator.is_main_process:
+                print(json.dumps({"resumed_from": str(found), "step": start}), flush=True)
+
+    def save_ckpt(done: int) -> Path:
+        return checkpoint.save(accelerator, ckpt["root"], done,
+                               {"tokens": tokens_seen, "seconds": seconds_before + time.perf_counter() - t0,
+                                "curve": curve, "fingerprint": ckpt["fingerprint"], "total_steps": total},
+                               ckpt["keep"])
+
+    bar = _progress(spec, accelerator, total, start, verbose)
     t0 = time.perf_counter()
-    tokens_seen = 0
+    t_first = None  # end of this segment's first step: steady-state throughput excludes compile/warmup
+    tokens_at_first = tokens_seen
+    seg_tokens0 = tokens_seen
+    prev_loss = None  # the previous step's loss, checked for finiteness together with signals
+    grad_norm = None
     model.train()
-    for step in range(total):
-        batch = sampler.batch(step).to(accelerator.device)
-        x, y = batch[:, :-1], batch[:, 1:]
-        with accelerator.autocast():
-            logits = model(input_ids=x).logits
-            with torch.no_grad():
-                t_logits = teacher(input_ids=x).logits if teacher is not None else None
-            loss = recipe.loss(logits, y, t_logits, hp)
-        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and torch.isfinite(loss)):
-            raise RecipeError(f"recipe loss() returned {loss!r} at step {step}, expected a finite scalar")
-        accelerator.backward(loss)
-        grad_norm = None
-        if h.grad_clip > 0:
-            grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), h.grad_clip))
-        optimizer.step()
+    step = start
+    while True:
+        # one collective per step: a non-finite loss on any rank, a signal seen by any rank
+        bad, preempt = _agree(accelerator, [
+            0.0 if prev_loss is None else float(not torch.isfinite(prev_loss).item()),
+            float(_SIGNAL["num"] is not None and ckpt is not None)])
+        if bad:
+            raise RecipeError(f"recipe loss() returned {float(prev_loss)} at step {step - 1}, "
+                              "expected a finite scalar")
+        if step == total:
+            break
+        if preempt:
+            path = save_ckpt(step)
+            if bar is not None:
+                bar.close()
+            raise Preempted(step, _SIGNAL["num"] or 0, path)
+        rows = sampler.batch(step)
+        loss_sum = None
+        for chunk in rows.split(micro):
+            chunk = chunk.to(accelerator.device, non_blocking=True)
+            x, y = chunk[:, :-1], chunk[:, 1:]
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(input_ids=x).logits
+                    with torch.no_grad():
+                        t_logits = teacher(input_ids=x).logits if teacher is not None else None
+                    loss = recipe.loss(logits, y, t_logits, hp)
+                if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point()):
+                    raise RecipeError(f"recipe loss() returned {loss!r} at step {step}, expected a finite scalar")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if deepspeed:  # clipping is in the DeepSpeed config; the engine reports the norm
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
+                    elif h.grad_clip > 0:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), h.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            d = loss.detach()
+            loss_sum = d if loss_sum is None else loss_sum + d
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_seen += x.numel() * accelerator.num_processes
-        if step % log_every == 0 or step == total - 1:
+        prev_loss = loss_sum / grad_accum
+        tokens_seen += (rows.shape[1] - 1) * h.batch_size
+        step += 1
+        if t_first is None:
+            t_first, tokens_at_first = time.perf_counter(), tokens_seen
+        if bar is not None:
+            bar.update(1)
+        if (step - 1) % log_every == 0 or step == total:
             elapsed = time.perf_counter() - t0
-            row = {"step": step, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": grad_norm, "tokens": tokens_seen, "tokens_per_s": tokens_seen / elapsed}
+            mean_loss = accelerator.reduce(prev_loss.clone().float(), "mean") if world > 1 else prev_loss
+            tps = (tokens_seen - seg_tokens0) / elapsed
+            row = {"step": step - 1, "loss": float(mean_loss), "lr": scheduler.get_last_lr()[0],
+                   "grad_norm": None if grad_norm is None else float(grad_norm), "tokens": tokens_seen,
+                   "tokens_per_s": tps, "mfu": mfu(tps, fpt, peak, world)}
             curve.append(row)
             if verbose and accelerator.is_main_process:
-                print(json.dumps(row), flush=True)
+                (bar.write if bar is not None else print)(json.dumps(row))
+                sys.stdout.flush()
+        if ckpt is not None and ckpt["every"] > 0 and (step % ckpt["every"] == 0 or step == total):
+            if step < total:
+                save_ckpt(step)
+    if bar is not None:
+        bar.close()
     seconds = time.perf_counter() - t0
+    if ckpt is not None and ckpt["every"] > 0:
+        save_ckpt(total)  # at the end, like every N steps
     accelerator.wait_for_everyone()
-    metrics = {"steps": total, "tokens": tokens_seen, "seconds": seconds,
-               "tokens_per_s": tokens_seen / seconds, "final_loss": curve[-1]["loss"],
-               "params": n_params, "world_size": accelerator.num_processes, "curve": curve}
-    return accelerator.unwrap_model(model), metrics
+    seg_tokens = tokens_seen - seg_tokens0
+    steady = None
+    if t_first is not None and step - start > 1:
+        steady = (tokens_seen - tokens_at_first) / max(1e-9, time.perf_counter() - t_first)
+    tps = seg_tokens / seconds if seconds > 0 else 0.0
+    metrics = {"steps": total, "tokens": tokens_seen, "seconds": seconds_before + seconds,
+               "tokens_per_s": tps, "tokens_per_s_steady": steady,
+               "mfu": mfu(steady or tps, fpt, peak, world), "flops_per_token": fpt,
+               "final_loss": curve[-1]["loss"], "params": n_params, "world_size": world,
+               "strategy": layout["strategy"], "grad_accum": grad_accum, "micro_batch": micro,
+               "resumed_from_step": start or None, "device": str(accelerator.device), "curve": curve}
+    return model, metrics, sampler
+
+
+def _param_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_model(accelerator: Accelerator, model: torch.nn.Module, out_dir: Path, tokenizer_path: str) -> None:
+    """Collective. Writes a `save_pretrained` directory atomically (rank 0 writes): under
+    ZeRO-3 the weights are gathered from every rank first."""
+    state_dict = accelerator.get_state_dict(model)  # consolidates ZeRO-3 shards (collective)
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        # save_pretrained(state_dict=...) empties the dict it gets in transformers 5: copy
+        unwrapped.save_pretrained(tmp, state_dict={k: v for k, v in state_dict.items()})
+        AutoTokenizer.from_pretrained(tokenizer_path).save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)  # a model directory exists only once it is complete
+    accelerator.wait_for_everyone()
+
+
+@torch.no_grad()
+def probe(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of the live trained model (collective under ZeRO-3: every rank runs it), so
+    that a reloaded `model/` can be checked against the weights that were trained."""
+    was = model.training
+    model.eval()
+    out = model(input_ids=ids).logits.float().cpu()
+    model.train(was)
+    return out
 
 
 def train(attempt_dir: Path) -> dict:
     """The training stage: ATTEMPT_DIR/plan.json + train_spec.json -> ATTEMPT_DIR/model."""
     spec = json.loads((attempt_dir / "train_spec.json").read_text())
-    plan = Plan.from_json((attempt_dir / "plan.json").read_text())
-    accelerator = _accelerator(spec)
-    model, metrics = fit(plan, spec, accelerator)
+    plan_json = (attempt_dir / "plan.json").read_text()
+    plan = Plan.from_json(plan_json)
+    accelerator, layout = make_accelerator(spec, batch_size=plan.hparams.batch_size, grad_clip=plan.hparams.grad_clip)
+    install_preemption_handlers()
     if accelerator.is_main_process:
-        out, tmp = attempt_dir / "model", attempt_dir / "model.tmp"
-        model.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(spec["tokenizer"]).save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)  # a model directory exists only once it is complete
+        (attempt_dir / REQUEUE_FILE).unlink(missing_ok=True)
+    ckpt = {"root": Path(spec.get("checkpoint_dir") or attempt_dir / "checkpoints"),
+            "every": int(spec.get("checkpoint_every", 0)), "keep": int(spec.get("keep_checkpoints", 2)),
+            "resume": bool(spec.get("resume", True)),
+            "fingerprint": checkpoint.fingerprint(plan_json, spec, layout["strategy"], layout["world_size"])}
+    try:
+        model, metrics, sampler = fit(plan, spec, accelerator, layout, ckpt=ckpt)
+    except Preempted as p:
+        if accelerator.is_main_process:
+            atomic_write_json(attempt_dir / REQUEUE_FILE, {"step": p.step, "signal": p.signum,
+                                                           "checkpoint": str(p.path)})
+        raise
+    n_probe = int(spec.get("probe_tokens", 32))
+    if n_probe > 0:
+        ids = sampler.batch(0)[:1, :n_probe].to(accelerator.device)
+        logits = probe(model, ids)
+        if accelerator.is_main_process:
+            torch.save({"input_ids": ids.cpu(), "logits": logits}, attempt_dir / "train_probe.pt")
+    if accelerator.num_processes > 1 and layout["strategy"] in ("single", "ddp"):
+        # replicas must hold the same weights; a user checking DDP checks this first
+        digests = [None] * accelerator.num_processes
+        torch.distributed.all_gather_object(digests, _param_digest(accelerator.unwrap_model(model)))
+        metrics["rank_param_sha256"] = digests
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"DDP replicas diverged: parameter digests {digests}")
+    save_model(accelerator, model, attempt_dir / "model", spec["tokenizer"])
+    if accelerator.is_main_process:
         atomic_write_json(attempt_dir / "train_metrics.json", metrics)
+    accelerator.end_training()
     return metrics
 
 
@@ -153,7 +356,8 @@ def screen(screen_dir: Path) -> dict:
     then plain cross-entropy on fixed windows of the *training* shards, equal weight per
     source. Eval data is never read here; the gate still decides on the eval sets."""
     spec = json.loads((screen_dir / "screen_spec.json").read_text())
-    accelerator = _accelerator(spec)
+    spec = dict(spec, strategy="single", grad_accum=1, num_processes=None)  # one process, no checkpoints
+    accelerator, layout = make_accelerator(spec, batch_size=1, grad_clip=0.0)
     windows = []
     for name in sorted(spec["screen_sources"]):
         data = open_shard(Path(spec["shards"][name]))
@@ -162,14 +366,15 @@ def screen(screen_dir: Path) -> dict:
         starts = np.linspace(max(0, len(data) - 64 * (ctx + 1)), len(data) - ctx - 1,
                              num=int(spec["windows_per_source"]), dtype=np.int64)
         windows += [torch.from_numpy(data[s:s + ctx + 1].astype(np.int64)) for s in starts]
-    windows_t = torch.stack(windows)
+    windows_t = torch.stack(windows).to(accelerator.device)
     results = {}
     for cand in spec["candidates"]:
         plan = Plan.from_json(Path(cand["plan"]).read_text())
         try:
-            model, metrics = fit(plan, dict(spec, mixture=cand["mixture"]), accelerator,
-                                 steps=int(spec["steps"]), verbose=False)
-            results[str(cand["index"])] = {"loss": screen_loss(model, windows_t), "seconds": metrics["seconds"]}
+            model, metrics, _ = fit(plan, dict(spec, mixture=cand["mixture"]), accelerator, layout,
+                                    steps=int(spec["steps"]), verbose=False)
+            results[str(cand["index"])] = {"loss": screen_loss(accelerator.unwrap_model(model), windows_t),
+                                           "seconds": metrics["seconds"]}
         except (RecipeError, ValueError) as e:
             results[str(cand["index"])] = {"loss": None, "error": f"{type(e).__name__}: {e}"}
     atomic_write_json(screen_dir / "screen.json", results)

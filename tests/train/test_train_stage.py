@@ -66,7 +66,8 @@ def test_the_recipe_schedule_is_really_used(tmp_path, prepared):
 
 def test_the_recipe_loss_is_really_used(tmp_path, prepared):
     _, _, _, plan = prepared
-    nan_loss = plan.code.replace("    vocab = logits.shape[-1]\n", "    return logits.sum() * float('nan')\n")
+    nan_loss = plan.code.replace('    w = hp["distill_weight"]\n', '    return ce * float("nan")\n    w = hp["distill_weight"]\n')
+    assert nan_loss != plan.code
     d, proc = run_stage(tmp_path, prepared, plan.model_copy(update={"code": nan_loss}))
     assert proc.returncode == 2
     err = json.loads((d / "train_error.json").read_text())["error"]

@@ -1,0 +1,116 @@
+"""Strategies: one process, DDP, DeepSpeed ZeRO-1/2/3, all behind one `Accelerator`.
+
+Rank and world size come from the environment, whichever launcher set it: torchrun and
+`accelerate launch` export RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT; under
+`srun` only SLURM_* exist, so `env_from_slurm` derives the torch variables from them. With
+none of these, the process is a world of one: the same code path.
+
+CPU notes (shared/notes/FACTS.md): gloo is the backend; DeepSpeed needs
+InitProcessGroupKwargs(backend="gloo") and no optimizer in its config (that would compile
+fused_adam): the trainer hands it torch's AdamW.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+STRATEGIES = ("single", "ddp", "zero1", "zero2", "zero3")
+
+
+class StageConfigError(RuntimeError):
+    """The training configuration (not the plan) cannot run: a stage failure, exit 1."""
+
+
+def env_from_slurm(environ: dict | None = None) -> dict:
+    """Torch distributed variables for a task started by `srun`, unless a launcher already
+    set them. Returns what it set (empty outside SLURM or for a one-task step)."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env or "SLURM_PROCID" not in env or int(env.get("SLURM_NTASKS", "1")) <= 1:
+        return {}
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+    master = "127.0.0.1"
+    if nodelist:
+        try:
+            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                                 timeout=30).stdout.split()
+            master = out[0] if out else master
+        except (OSError, subprocess.SubprocessError):
+            pass
+    job = int(env.get("SLURM_JOB_ID", "0"))
+    new = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_NTASKS"],
+           "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "LOCAL_WORLD_SIZE": env.get("SLURM_NTASKS_PER_NODE", "1"),
+           "MASTER_ADDR": env.get("MASTER_ADDR", master), "MASTER_PORT": env.get("MASTER_PORT", str(20000 + job % 20000))}
+    env.update(new)
+    return new
+
+
+def strategy_of(spec: dict) -> str:
+    s = spec.get("strategy") or "single"
+    if s not in STRATEGIES:
+        raise StageConfigError(f"train strategy {s!r} is not one of {', '.join(STRATEGIES)}")
+    return s
+
+
+def deepspeed_config(stage: int, *, micro_batch: int, grad_accum: int, world_size: int, grad_clip: float,
+                     bf16: bool) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch * grad_accum * world_size,
+        "gradient_clipping": float(grad_clip),
+        "zero_optimization": {"stage": stage, "overlap_comm": False, "contiguous_gradients": True,
+                              # ZeRO-3: gather the full 16-bit (here: training dtype) weights at save
+                              "stage3_gather_16bit_weights_on_model_save": True},
+        "bf16": {"enabled": bool(bf16)},
+        "zero_allow_untested_optimizer": True,  # torch's AdamW, not DeepSpeed's (compiled) one
+        "steps_per_print": 10**12,
+        "wall_clock_breakdown": False,
+    }
+
+
+def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[Accelerator, dict]:
+    """The Accelerator for `spec["strategy"]`, and the run's layout:
+    {"strategy", "world_size", "grad_accum", "micro_batch"}."""
+    env_from_slurm()
+    torch.set_num_threads(int(spec.get("threads", os.cpu_count() or 1)))
+    strategy = strategy_of(spec)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    expected = spec.get("num_processes")
+    if expected is not None and int(expected) != world:
+        # `accelerate launch --cpu --num_processes 2` starts ONE process with no error (FACTS.md)
+        raise StageConfigError(f"train_spec asks for {expected} processes but the launcher started "
+                               f"{world} (WORLD_SIZE); use torchrun --nproc_per_node {expected} or srun")
+    grad_accum = int(spec.get("grad_accum", 1))
+    if grad_accum < 1 or batch_size % (world * grad_accum):
+        raise StageConfigError(f"batch_size {batch_size} is not a multiple of world_size {world} x "
+                               f"grad_accum {grad_accum}")
+    micro = batch_size // (world * grad_accum)
+    bf16 = spec.get("precision") == "bf16"
+    cpu = not torch.cuda.is_available()
+    kwargs: dict = {"cpu": cpu, "mixed_precision": "bf16" if bf16 else "no",
+                    "gradient_accumulation_steps": grad_accum,
+                    "dynamo_backend": "inductor" if spec.get("compile") else "no"}
+    handlers = []
+    if world > 1 and (cpu or strategy.startswith("zero")):
+        handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
+    if strategy.startswith("zero"):
+        stage = int(strategy[-1])
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(
+            stage, micro_batch=micro, grad_accum=grad_accum, world_size=world, grad_clip=grad_clip, bf16=bf16))
+        if cpu:
+            os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    accelerator = Accelerator(kwargs_handlers=handlers, **kwargs)
+    if accelerator.num_processes != world:
+        raise StageConfigError(f"accelerate sees {accelerator.num_processes} processes, WORLD_SIZE is {world}")
+    if cpu:
+        torch.set_num_threads(int(spec.get("threads", os.cpu_count() or 1)))
+    elif torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return accelerator, {"strategy": strategy, "world_size": world, "grad_accum": grad_accum, "micro_batch": micro}
