@@ -3,6 +3,9 @@
   recursive run [hydra overrides...]            run or resume the lineage in run_dir=PATH
   recursive check-plan PLAN.json [--run-dir R [--generation G]]  the loop's validation of a plan
   recursive lineage show RUN_DIR [--json]       the lineage as a table or JSON
+  recursive lineage compare RUN_DIR [RUN_DIR ...] [--json]   several lineages side by side
+  recursive lineage dashboard RUN_DIR [RUN_DIR ...] -o report.html   one offline HTML dashboard
+  recursive lineage sync-wandb RUN_DIR          replay a lineage to a wandb server, with artifact edges
 """
 
 from __future__ import annotations
@@ -95,6 +98,51 @@ def cmd_lineage_show(args) -> int:
     return 0
 
 
+def _lineage_dirs(paths: list[str]) -> list[Path] | None:
+    from recursive import lineage
+    dirs = [Path(p) for p in paths]
+    missing = [str(d) for d in dirs if not (d / lineage.LINEAGE_FILE).exists()]
+    if missing:
+        _err(f"no lineage ({lineage.LINEAGE_FILE} not found) in: {', '.join(missing)}")
+        return None
+    return dirs
+
+
+def cmd_lineage_compare(args) -> int:
+    from recursive import lineage
+    dirs = _lineage_dirs(args.run_dirs)
+    if dirs is None:
+        return EXIT_USAGE
+    print(lineage.dumps(lineage.compare_json(dirs)) if args.json else lineage.compare_table(dirs))
+    return 0
+
+
+def cmd_lineage_dashboard(args) -> int:
+    from recursive.dashboard import write_dashboard
+    dirs = _lineage_dirs(args.run_dirs)
+    if dirs is None:
+        return EXIT_USAGE
+    out = write_dashboard(dirs, Path(args.output), title=args.title)
+    print(f"{out} ({out.stat().st_size / 1024:.0f} KiB, {len(dirs)} lineage{'s' if len(dirs) > 1 else ''})")
+    return 0
+
+
+def cmd_lineage_sync_wandb(args) -> int:
+    from recursive import wandb_log
+    dirs = _lineage_dirs([args.run_dir])
+    if dirs is None:
+        return EXIT_USAGE
+    url = wandb_log.server_url()
+    why = wandb_log.reachable(url)
+    if why is not None:
+        _err(f"cannot reach the wandb server at {url} ({why}); nothing was synced. "
+             f"Set WANDB_BASE_URL / WANDB_API_KEY, or keep the offline runs in {dirs[0] / 'wandb'}")
+        return EXIT_INVALID
+    done = wandb_log.replay(dirs[0], mode="online", project=args.project, entity=args.entity)
+    print(f"synced {len(done)} attempts of {dirs[0]} to {url}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recursive", description="Recursive self-training lineages.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,6 +162,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_lineage_show)
+    cmp = lsub.add_parser("compare", help="several lineages side by side, as a table")
+    cmp.add_argument("run_dirs", nargs="+")
+    cmp.add_argument("--json", action="store_true")
+    cmp.set_defaults(fn=cmd_lineage_compare)
+    dash = lsub.add_parser("dashboard", help="one self-contained HTML file (opens offline) for one or more lineages")
+    dash.add_argument("run_dirs", nargs="+")
+    dash.add_argument("-o", "--output", default="lineage.html")
+    dash.add_argument("--title", default=None)
+    dash.set_defaults(fn=cmd_lineage_dashboard)
+    sw = lsub.add_parser("sync-wandb", help="replay a lineage to a wandb server with real use_artifact edges")
+    sw.add_argument("run_dir")
+    sw.add_argument("--project", default=None)
+    sw.add_argument("--entity", default=None)
+    sw.set_defaults(fn=cmd_lineage_sync_wandb)
     return p
 
 

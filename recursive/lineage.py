@@ -91,3 +91,108 @@ def _num(x: Any) -> str:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+# ---------------------------------------------------------------------- several lineages
+# The metrics a comparison shows first (paths in eval.json); safety.* metrics follow.
+HEADLINE = ("heldout_loss.mean", "arithmetic.exact_match", "proposer.valid_plan_rate")
+
+
+def flat_metrics(record: dict) -> dict[str, float]:
+    """A record's numeric metrics as {"heldout_loss.mean": 4.3, ...}."""
+    out: dict[str, float] = {}
+
+    def walk(tree: dict, prefix: str) -> None:
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{prefix}{k}"] = float(v)
+
+    walk(record.get("metrics") or {}, "")
+    return out
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """Name, proposer and label of one lineage (labels tell two `smoke` lineages apart)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
+    name = (cfg.get("lineage") or {}).get("name") or run_dir.name
+    proposer = (cfg.get("proposer") or {}).get("name") or "?"
+    return {"run_dir": str(run_dir), "name": name, "proposer": proposer,
+            "label": f"{run_dir.name} ({name}, proposer={proposer})"}
+
+
+def safety_metrics(records: list[dict]) -> list[str]:
+    keys = {k for r in records for k in flat_metrics(r) if k.startswith("safety.")}
+    return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(r) for r in records) else [])
+
+
+def compare_json(run_dirs: list[Path]) -> dict[str, Any]:
+    """Several lineages side by side: per lineage a summary and, per generation, the
+    promoted attempt's params and metrics (None where the lineage has none)."""
+    out = []
+    all_records: list[dict] = []
+    for rd in run_dirs:
+        recs = attempts(Path(rd))
+        all_records += recs
+        stops = [e for e in events(Path(rd)) if e.get("event") == "stopped"]
+        prom = [r for r in recs if r["status"] == "promoted"]
+        per_gen = {}
+        for r in prom:
+            per_gen[r["generation"]] = {"attempt": r["attempt"], "params": r.get("params"), **flat_metrics(r)}
+        counts = {s: sum(1 for r in recs if r["status"] == s) for s in STATUSES}
+        last = prom[-1] if prom else None
+        first = prom[0] if prom else None
+        summary = {"generations": 1 + max((r["generation"] for r in prom), default=-1), "attempts": len(recs), **counts,
+                   "final_generation": None if last is None else last["generation"],
+                   "final_params": None if last is None else last.get("params"),
+                   "stopped": stops[-1].get("reason") if stops else None}
+        if last is not None:
+            fm, f0 = flat_metrics(last), flat_metrics(first)
+            summary["final"] = {k: fm.get(k) for k in HEADLINE}
+            summary["loss_change_vs_gen0"] = (None if "heldout_loss.mean" not in fm or "heldout_loss.mean" not in f0
+                                              else fm["heldout_loss.mean"] - f0["heldout_loss.mean"])
+        out.append({**describe(Path(rd)), "summary": summary, "per_generation": per_gen})
+    metrics = ["params"] + [k for k in HEADLINE if any(k in flat_metrics(r) for r in all_records)]
+    metrics += [k for k in safety_metrics(all_records) if k not in metrics]
+    return {"lineages": out, "metrics": metrics}
+
+
+def compare_table(run_dirs: list[Path]) -> str:
+    """`recursive lineage compare`: a summary row per lineage, then one row per
+    (generation, metric) with one column per lineage."""
+    data = compare_json(run_dirs)
+    ls = data["lineages"]
+    head = ["lineage", "proposer", "gens", "attempts", "promoted", "rejected", "failed", "final params",
+            "final loss", "loss vs gen0", "arith", "valid_plans", "stopped"]
+    rows = [head]
+    for lin in ls:
+        s = lin["summary"]
+        fin = s.get("final") or {}
+        rows.append([lin["label"], lin["proposer"], str(s["generations"]), str(s["attempts"]), str(s["promoted"]),
+                     str(s["rejected"]), str(s["failed"]), f"{s['final_params']:,}" if s.get("final_params") else "-",
+                     _num(fin.get("heldout_loss.mean")), _signed(s.get("loss_change_vs_gen0")),
+                     _num(fin.get("arithmetic.exact_match")), _num(fin.get("proposer.valid_plan_rate")),
+                     (s.get("stopped") or "-")[:40]])
+    lines = _align(rows)
+    names = [f"[{i + 1}]" for i in range(len(ls))]
+    rows = [["gen", "metric"] + [f"{n} {lin['label']}" for n, lin in zip(names, ls)]]
+    gens = sorted({g for lin in ls for g in lin["per_generation"]})
+    for g in gens:
+        for m in data["metrics"]:
+            vals = [(lin["per_generation"].get(g) or {}).get(m) for lin in ls]
+            if all(v is None for v in vals):
+                continue
+            rows.append([str(g), m] + [(f"{int(v):,}" if m == "params" and v is not None else _num(v)) for v in vals])
+    return "\n".join(lines + [""] + _align(rows))
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
+def _signed(x: Any) -> str:
+    return "-" if x is None else f"{x:+.3f}"
