@@ -22,6 +22,7 @@ from typing import Any
 
 from recursive import lineage
 from recursive.io import atomic_write_text, read_json
+from recursive.wandb_log import criterion_against, criterion_metric
 
 COLORS = ("#1f6feb", "#d4582b", "#2da44e", "#8250df", "#bf8700", "#cf222e", "#0a7f86", "#6e7781")
 STATUS_FILL = {"promoted": "#2da44e", "rejected": "#e3a008", "failed": "#cf222e"}
@@ -186,9 +187,9 @@ def metric_chart(lins: list[dict], metric: str, x: str, title: str | None = None
             pts.append((xv, float(yv), it["status"], _tip(lin, it, metric)))
             if bounds and it["status"] == "promoted":
                 for c in it["criteria"]:
-                    if c.get("name") == metric and isinstance(c.get("bound"), (int, float)):
+                    if criterion_metric(c) == metric and isinstance(c.get("bound"), (int, float)):
                         bds.append((xv, float(c["bound"]), f"{lin['label']}\ngen {it['generation']}: gate bound "
-                                    f"{metric} {c.get('op', '')} {_fmt(c['bound'])} ({c.get('kind', '')})"))
+                                    f"{metric} {c.get('op', '')} {_fmt(c['bound'])} ({criterion_against(c)})"))
         series.append({"lineage": lin["index"], "color": lin["color"], "label": lin["label"], "points": pts,
                        "bounds": bds})
     xl = "generation" if x == "generation" else "parameters (log scale)"
@@ -283,11 +284,12 @@ def _code_diff(parent: str | None, child: str | None) -> str:
 def _criteria(it: dict) -> str:
     if not it["criteria"]:
         return f'<p class="reasons">{esc("; ".join(it["reasons"]) or "no gate verdict")}</p>'
-    o = ['<table class="kv gate"><caption>gate</caption><tr><th>criterion</th><th>against</th><th>value</th>'
-         '<th>bound</th><th></th></tr>']
+    o = ['<table class="kv gate"><caption>gate</caption><tr><th>criterion</th><th>metric</th><th>against</th>'
+         '<th>value</th><th>bound</th><th></th></tr>']
     for c in it["criteria"]:
         ok = c.get("passed")
-        o.append(f'<tr class="{"pass" if ok else "fail"}"><th>{esc(c.get("name"))}</th><td>{esc(c.get("kind"))}</td>'
+        o.append(f'<tr class="{"pass" if ok else "fail"}"><th>{esc(c.get("name"))}</th><td>{esc(criterion_metric(c))}</td>'
+                 f'<td>{esc(criterion_against(c))}</td>'
                  f'<td>{esc(_fmt(c.get("value")))}</td><td>{esc(c.get("op", ""))} {esc(_fmt(c.get("bound")))}</td>'
                  f'<td>{"pass" if ok else "FAIL"}</td></tr>')
     return "".join(o) + "</table>"

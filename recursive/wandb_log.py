@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -59,6 +60,7 @@ class WandbMirror:
         self.entity = entity or lc.get("entity")
         self.marker = marker
         self.proposer = (cfg.get("proposer") or {}).get("name")
+        self.strict = False  # True: a mirror failure raises (tests, sync-wandb)
         self.link_inputs = self.mode == "online"  # real use_artifact edges (wandb refuses them offline)
         self.seconds: list[float] = []  # wall time per mirrored attempt (reported in docs/lineage.md)
 
@@ -71,7 +73,18 @@ class WandbMirror:
 
     # ------------------------------------------------------------------ mirror
     def attempt(self, record: dict, d: Path) -> None:
-        d = Path(d)
+        """Mirror one attempt. A failure is reported and left for the next resume (the marker
+        stays incomplete): the run directory is the truth, wandb must not stop a lineage."""
+        try:
+            self._attempt(record, Path(d))
+        except Exception as e:  # noqa: BLE001
+            if self.strict:
+                raise
+            print(f"[recursive] wandb mirror of gen {record.get('generation')} attempt {record.get('attempt')} "
+                  f"failed ({type(e).__name__}: {e}); the run directory is complete, the mirror is retried on "
+                  "resume", file=sys.stderr, flush=True)
+
+    def _attempt(self, record: dict, d: Path) -> None:
         marker = read_json(d / self.marker) if (d / self.marker).exists() else {}
         if marker.get("complete", bool(marker)):  # a marker without "complete" predates stage runs
             return
@@ -170,7 +183,7 @@ class WandbMirror:
                 point.update({"params": record.get("params"), "promoted": int(record["status"] == "promoted"),
                               f"seconds/gate": timings.get("gate")})
                 for c in (record.get("gate") or {}).get("criteria") or []:
-                    key = f"gate/{c['kind']}/{c['name']}"
+                    key = f"gate/{criterion_metric(c)}/{criterion_against(c)}"
                     point[f"{key}/bound"], point[f"{key}/passed"] = c.get("bound"), int(bool(c.get("passed")))
             run.log({k: v for k, v in point.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
             run.summary["status"] = record["status"]
@@ -203,6 +216,16 @@ class WandbMirror:
             return {"run_id": self.run_id(g, a, stage), "artifacts": built}
         finally:
             run.finish()
+
+
+def criterion_metric(c: dict) -> str:
+    """The metric a gate criterion bounds ({"metric", "against"} today; {"name", "kind"} in
+    lineages recorded before the gate became configurable)."""
+    return str(c.get("metric") or c.get("name") or "?")
+
+
+def criterion_against(c: dict) -> str:
+    return str(c.get("against") or c.get("kind") or "?")
 
 
 def _proposal(d: Path) -> dict:
@@ -245,6 +268,7 @@ def replay(run_dir: Path, mode: str = "online", project: str | None = None, enti
     run_dir = Path(run_dir)
     cfg = read_json(run_dir / "config.json")
     mirror = WandbMirror(cfg, run_dir, mode=mode, marker=SYNC_MARKER, project=project, entity=entity)
+    mirror.strict = True
     done = []
     for rec in lineage.attempts(run_dir):
         d = lineage.attempt_dir(run_dir, rec["generation"], rec["attempt"])

@@ -18,6 +18,7 @@ from recursive.wandb_log import MARKER, SYNC_MARKER, WandbMirror, offline_artifa
 
 def mirror_all(rd, **kw):
     m = WandbMirror(read_json(rd / "config.json"), rd, **kw)
+    m.strict = True
     for rec in lineage.attempts(rd):
         m.attempt(rec, lineage.attempt_dir(rd, rec["generation"], rec["attempt"]))
     return m
@@ -123,6 +124,7 @@ def test_resume_mid_attempt_skips_logged_stages(tmp_path, make_lineage):
     rec = lineage.attempts(rd)[0]
     d = lineage.attempt_dir(rd, 0, 1)
     m = WandbMirror(read_json(rd / "config.json"), rd)
+    m.strict = True
     m.attempt(rec, d)
     marker = read_json(d / MARKER)
     marker["complete"] = False
@@ -148,7 +150,7 @@ def test_replay_links_parent_models_with_use_artifact(tmp_path, make_lineage, mo
     assert used == []  # offline: no use_artifact calls (wandb would raise)
     used.clear()
     m = WandbMirror(read_json(rd / "config.json"), rd, marker=SYNC_MARKER + ".2")
-    m.link_inputs = True
+    m.link_inputs = m.strict = True
     for rec in lineage.attempts(rd):
         m.attempt(rec, lineage.attempt_dir(rd, rec["generation"], rec["attempt"]))
     assert (m.run_id(1, 2, "propose"), m.artifact_name("model", 0, 1) + ":latest") in used
@@ -165,3 +167,25 @@ def test_sync_wandb_without_a_server_says_so(tmp_path, make_lineage):
     assert proc.returncode != 0
     assert "cannot reach the wandb server at http://127.0.0.1:9" in proc.stderr
     assert not list(rd.glob("generations/*/*/" + SYNC_MARKER))
+
+
+def test_a_mirror_failure_does_not_stop_the_lineage(tmp_path, make_lineage, monkeypatch, capsys):
+    """The run directory is the truth: if wandb fails, the loop goes on and a resume retries."""
+    import wandb
+
+    rd = make_lineage(tmp_path, "random", seed=7)
+    rec = lineage.attempts(rd)[0]
+    d = lineage.attempt_dir(rd, 0, 1)
+
+    def broken(*a, **k):
+        raise RuntimeError("wandb is down")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    WandbMirror(read_json(rd / "config.json"), rd).attempt(rec, d)  # the loop's call: no exception
+    assert "wandb mirror of gen 0 attempt 1 failed (RuntimeError: wandb is down)" in capsys.readouterr().err
+    assert not (d / MARKER).exists() or read_json(d / MARKER)["complete"] is False
+    monkeypatch.undo()
+    m = WandbMirror(read_json(rd / "config.json"), rd)
+    m.strict = True
+    m.attempt(rec, d)  # the resume
+    assert read_json(d / MARKER)["complete"] is True
