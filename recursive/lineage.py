@@ -125,7 +125,8 @@ def describe(run_dir: Path) -> dict[str, Any]:
 
 
 def safety_metrics(records: list[dict]) -> list[str]:
-    keys = {k for r in records for k in flat_metrics(r) if k.startswith("safety.")}
+    keys = {k for r in records for k in flat_metrics(r)
+            if k.startswith("safety.") and not k.endswith(("_items", ".samples", ".problems"))}  # counts, not metrics
     return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(r) for r in records) else [])
 
 

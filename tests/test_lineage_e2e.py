@@ -100,8 +100,12 @@ def test_attempt_folder_holds_what_ran(run_dir, shown):
 
 def test_wandb_offline_runs_inside_run_dir(run_dir, shown):
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == len(shown)
     assert all(list(r.glob("*.wandb")) for r in runs)
+    # one wandb run per stage of each decided attempt (a failed attempt stops after its last stage)
+    for g in shown:
+        stages = ("propose",) if g["status"] == "failed" else ("propose", "train", "evaluate")
+        for stage in stages:
+            assert any(r.name.endswith(f"-g{g['generation']:03d}-a{g['attempt']:02d}-{stage}") for r in runs), stage
 
 
 def test_rerun_resumes_without_redoing_stages(run_dir, shown):
