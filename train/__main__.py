@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from recursive.io import atomic_write_json
+from recursive.train.distributed import shutdown
 from recursive.train.trainer import REQUEUE_EXIT, Preempted, RecipeError, screen, train
 
 
@@ -39,8 +40,10 @@ def main(argv: list[str]) -> int:
     attempt_dir = Path(argv[0])
     try:
         train(attempt_dir)
+        shutdown()
     except Preempted as p:
         print(f"training preempted: {p}; exit {REQUEUE_EXIT} (requeue)", file=sys.stderr, flush=True)
+        shutdown()
         return REQUEUE_EXIT
     except (RecipeError, ValueError) as e:  # the plan's fault, not the stage's
         if _is_rank0():

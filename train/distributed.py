@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
 
 STRATEGIES = ("single", "ddp", "zero1", "zero2", "zero3")
 
@@ -74,6 +74,20 @@ def deepspeed_config(stage: int, *, micro_batch: int, grad_accum: int, world_siz
     }
 
 
+def _skip_deepspeed_shm_comm() -> None:
+    """DeepSpeed's CPU communication backend compiles its shared-memory all-reduce op
+    (shm_comm, 30-140 s on 2 cores) on first use. Marked incompatible, DeepSpeed falls back
+    to torch.distributed over gloo. DeepSpeed keeps this probe result in one module-level
+    dict precisely so that edits to it persist (deepspeed/ops/__init__.py)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.all_ops import ALL_OPS
+
+    names = [n for n, b in ALL_OPS.items() if type(b).__name__ == "ShareMemCommBuilder"] or ["deepspeed_shm_comm"]
+    compatible = deepspeed.ops.__compatible_ops__
+    for n in names:
+        compatible[n] = False
+
+
 def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[Accelerator, dict]:
     """The Accelerator for `spec["strategy"]`, and the run's layout:
     {"strategy", "world_size", "grad_accum", "micro_batch"}."""
@@ -93,19 +107,24 @@ def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[
     micro = batch_size // (world * grad_accum)
     bf16 = spec.get("precision") == "bf16"
     cpu = not torch.cuda.is_available()
-    kwargs: dict = {"cpu": cpu, "mixed_precision": "bf16" if bf16 else "no",
+    # cpu=True would silently turn the DeepSpeed plugin off (accelerate/state.py): under
+    # DeepSpeed, accelerate picks the CPU by itself when there is no GPU
+    kwargs: dict = {"cpu": cpu and not strategy.startswith("zero"), "mixed_precision": "bf16" if bf16 else "no",
                     "gradient_accumulation_steps": grad_accum,
                     "dynamo_backend": "inductor" if spec.get("compile") else "no"}
     handlers = []
-    if world > 1 and (cpu or strategy.startswith("zero")):
+    if strategy.startswith("zero") or (world > 1 and cpu):
         handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
     if strategy.startswith("zero"):
+        if cpu and not spec.get("deepspeed_shm_comm", False):
+            _skip_deepspeed_shm_comm()
         stage = int(strategy[-1])
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(
             stage, micro_batch=micro, grad_accum=grad_accum, world_size=world, grad_clip=grad_clip, bf16=bf16))
-        if cpu:
-            os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     accelerator = Accelerator(kwargs_handlers=handlers, **kwargs)
+    if strategy.startswith("zero") and accelerator.distributed_type != DistributedType.DEEPSPEED:
+        raise StageConfigError(f"strategy {strategy} asked for DeepSpeed but accelerate runs "
+                               f"{accelerator.distributed_type}")
     if accelerator.num_processes != world:
         raise StageConfigError(f"accelerate sees {accelerator.num_processes} processes, WORLD_SIZE is {world}")
     if cpu:
@@ -114,3 +133,14 @@ def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return accelerator, {"strategy": strategy, "world_size": world, "grad_accum": grad_accum, "micro_batch": micro}
+
+
+def shutdown() -> None:
+    """Tear the process group down before the interpreter exits: left to exit-time
+    destructors, a gloo group under ZeRO-3 sometimes aborts the rank ("terminate called
+    without an active exception") after all work is done, and the launcher reports failure."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            torch.distributed.barrier()
+        finally:
+            torch.distributed.destroy_process_group()

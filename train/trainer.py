@@ -264,7 +264,8 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
                "mfu": mfu(steady or tps, fpt, peak, world), "flops_per_token": fpt,
                "final_loss": curve[-1]["loss"], "params": n_params, "world_size": world,
                "strategy": layout["strategy"], "grad_accum": grad_accum, "micro_batch": micro,
-               "resumed_from_step": start or None, "device": str(accelerator.device), "curve": curve}
+               "resumed_from_step": start or None, "device": str(accelerator.device),
+               "distributed_type": str(accelerator.distributed_type), "curve": curve}
     return model, metrics, sampler
 
 

@@ -4,25 +4,12 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from recursive.config import compose_config
-from recursive.data.prepare import prepare_data
 from recursive.io import atomic_write_json, atomic_write_text
-from recursive.loop import seed_plan
 from recursive.plan import Plan
 from recursive.train.modeling import build_model
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    cfg = compose_config(["experiment=smoke", "data.max_chars_per_source=100000"])
-    run_dir = tmp_path_factory.mktemp("run")
-    manifest = prepare_data(cfg["data"], run_dir)
-    plan = seed_plan(cfg).model_copy(update={"hparams": seed_plan(cfg).hparams.model_copy(update={"steps": 8})})
-    return cfg, run_dir, manifest, plan
 
 
 def run_stage(tmp_path, prepared, plan: Plan):
