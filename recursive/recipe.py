@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import builtins
 import json
+import math
 import os
 import subprocess
 import sys
@@ -99,7 +100,7 @@ eq ne lt le gt ge logical_and logical_or logical_not isfinite isnan isinf nan_to
 masked_fill where gather scatter scatter_add index_select masked_select topk sort argsort any all
 new_zeros new_ones new_full new_tensor
 eps tiny resolution
-get keys values items
+get keys values items append extend index count
 real imag is_integer conjugate
 """.split())
 # Every AST node type a recipe may contain; anything else (class, lambda, try, with,
@@ -167,6 +168,11 @@ class _Checker:
                 pass  # docstring
             elif isinstance(node, (ast.Assign, ast.AnnAssign)) and _is_constant(node.value):
                 pass
+            elif isinstance(node, ast.Assign) and _is_constant(node.value) is None:
+                self.add(node, "module-level value computed with **, << or sequence repetition not allowed "
+                               "(it runs at load time: a CPU or memory bomb)")
+            elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+                self.add(node, "module-level call not allowed (code runs only inside lr_lambda and loss)")
             else:
                 self.add(node, f"top-level {type(node).__name__} not allowed "
                                "(only imports, function definitions and constants)")
@@ -223,7 +229,7 @@ class _Checker:
                 self.bound.add(node.id)
         self.bound |= self.imported_funcs
         for name in self.bound & set(self.modules):
-            self.add(None, f"name {name!r} is an imported module and may not be rebound")
+            self.add(None, f"rebinding the imported module name {name!r} not allowed")
 
     def check(self, node: ast.AST) -> None:
         if not isinstance(node, ALLOWED_NODES):
@@ -231,7 +237,7 @@ class _Checker:
             return
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             if node not in self.tree.body:
-                self.add(node, "imports only at the top of the module")
+                self.add(node, "import inside a function not allowed")
         elif isinstance(node, ast.FunctionDef):
             if node.decorator_list:
                 self.add(node, "decorators not allowed")
@@ -260,6 +266,11 @@ class _Checker:
         elif isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name) and node.func.id == "pow" and len(node.args) > 2:
                 self.add(node, "three-argument pow() not allowed")
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Pow, ast.LShift)):
+            big = _literal_magnitude(node)
+            if big is not None and big > math.log10(MAX_INT_CONSTANT):
+                self.add(node, f"constant expression of about 10^{big:.0f} not allowed "
+                               f"(limit {MAX_INT_CONSTANT:.0e})")
 
     def name(self, node: ast.Name) -> None:
         n = node.id
@@ -267,11 +278,11 @@ class _Checker:
             self.add(node, f"name {n!r} not allowed (leading underscore)")
         elif isinstance(node.ctx, ast.Store):
             if n in SAFE_BUILTINS:
-                self.add(node, f"name {n!r} is a builtin and may not be rebound")
+                self.add(node, f"rebinding the builtin {n!r} not allowed")
         elif n in self.modules:
             parent = getattr(node, "_parent", None)
             if not (isinstance(parent, ast.Attribute) and parent.value is node):
-                self.add(node, f"module {n!r} may only be used as {n}.<allowlisted attribute>")
+                self.add(node, f"module {n!r} as a value not allowed (only {n}.<allowlisted attribute>)")
         elif n not in self.bound and n not in SAFE_BUILTINS:
             self.add(node, f"name {n!r} not allowed (not defined in the recipe and not an allowed builtin)")
 
@@ -298,35 +309,75 @@ class _Checker:
             if (base, node.attr) in SUBMODULES:
                 parent = getattr(node, "_parent", None)
                 if not (isinstance(parent, ast.Attribute) and parent.value is node):
-                    self.add(node, f"module {base}.{node.attr} may only be used as a prefix")
+                    self.add(node, f"module {base}.{node.attr} as a value not allowed (only as a prefix)")
         elif node.attr not in OBJECT_ATTRS:
             self.add(node, f"attribute .{node.attr} not allowed (not on the recipe allowlist)")
 
 
-def _is_constant(node: ast.AST | None) -> bool:
-    """A top-level value: literals and arithmetic on numbers (evaluated at load time, so no
-    `**`, `<<` or sequence repetition that could make it a CPU or memory bomb)."""
+def _literal_magnitude(node: ast.BinOp) -> float | None:
+    """log10 of `a ** b` or `a << b` for numeric literals a, b (nested: the inner one first)."""
+    def value(n):
+        if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool):
+            return ("v", float(abs(n.value)))
+        if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub):
+            return value(n.operand)
+        if isinstance(n, ast.BinOp) and isinstance(n.op, (ast.Pow, ast.LShift)):
+            m = _literal_magnitude(n)
+            return None if m is None else ("log", m)
+        return None
+    a, b = value(node.left), value(node.right)
+    if a is None or b is None:
+        return None
+    loga = a[1] if a[0] == "log" else math.log10(max(a[1], 1e-300))
+    exp = 10 ** min(b[1], 300) if b[0] == "log" else b[1]
+    if isinstance(node.op, ast.LShift):
+        return loga + exp * math.log10(2)
+    return loga * exp if loga > 0 else 0.0
+
+
+def _is_constant(node: ast.AST | None) -> bool | None:
+    """A top-level value: literals and arithmetic on numbers. False: not a literal value;
+    None: a literal computed with `**`, `<<` or sequence repetition (evaluated at load time,
+    so possibly a CPU or memory bomb)."""
     if node is None:
         return True
     for n in ast.walk(node):
         if not isinstance(n, (ast.Constant, ast.Tuple, ast.List, ast.UnaryOp, ast.BinOp,
                               ast.operator, ast.unaryop, ast.Load)):
             return False
+    for n in ast.walk(node):
         if isinstance(n, (ast.Pow, ast.LShift)):
-            return False
+            return None
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and any(
                 isinstance(x, (ast.List, ast.Tuple)) or (isinstance(x, ast.Constant) and isinstance(x.value, (str, bytes)))
                 for x in (n.left, n.right)):
-            return False
+            return None
     return True
 
 
 def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if (isinstance(name, str) and isinstance(fromlist, list) and not level and name.startswith("torch.")
+            and name in sys.modules):
+        # torch's C code (e.g. torch.tensor) imports its own, already loaded submodules through
+        # the caller's builtins with a list fromlist; recipe bytecode passes None or a tuple
+        return sys.modules[name]
     full = {f"{name}.{f}" for f in fromlist or ()} | {name}
     allowed = ALLOWED_IMPORTS | {"torch.nn"} | {f"{m}.{a}" for m, attrs in MODULE_ATTRS.items() for a in attrs}
     if level or not isinstance(name, str) or not (full <= allowed):
         raise ImportError(f"recipe may not import {name}")
     return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+MAX_RANGE = 10**7  # a recipe's loops are over steps or small tensors, never more
+
+
+def _bounded_range(*args):
+    """range() for recipes: at most MAX_RANGE items, so `sum(range(10**12))`, a loop in C
+    that neither the call deadline nor a signal can interrupt, fails at once instead."""
+    r = range(*args)
+    if len(r) > MAX_RANGE:
+        raise ValueError(f"range of {len(r):,} items exceeds the recipe limit {MAX_RANGE:,}")
+    return r
 
 
 class RecipeRuntimeError(ValueError):
@@ -382,6 +433,7 @@ def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
         raise ValueError("recipe violates the code policy: " + "; ".join(map(str, issues)))
     safe = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
     safe["__import__"] = _guarded_import
+    safe["range"] = _bounded_range
     module = ModuleType("recipe")
     module.__dict__["__builtins__"] = safe
     try:
@@ -435,7 +487,7 @@ def smoke_test(source: str, *, cpu_seconds: int = 20, memory_bytes: int = 4 << 3
     sockets, subprocesses or ctypes). Returns problems (empty list = passed)."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
     env["OMP_NUM_THREADS"] = "1"
-    call_seconds = max(1.0, min(float(cpu_seconds), timeout) / 2)
+    call_seconds = max(1.0, min(float(cpu_seconds), timeout) / 4)
     try:
         proc = subprocess.run([sys.executable, "-I", "-c", _SMOKE, str(cpu_seconds), str(memory_bytes),
                                str(call_seconds)],

@@ -26,6 +26,7 @@ import site
 import stat
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -40,10 +41,12 @@ _PATH_MUTATIONS = {  # event -> indices of path arguments that are written to
 _REFUSED_PREFIXES = ("subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
                      "pty.", "socket.", "ctypes.", "_ctypes.", "os.kill", "os.killpg", "signal.pthread_kill",
                      "os.system", "os.startfile", "webbrowser.", "urllib.", "http.", "ftplib.", "smtplib.",
-                     "imaplib.", "poplib.", "nntplib.", "telnetlib.", "sys._getframe", "sys._current_frames",
+                     "imaplib.", "poplib.", "nntplib.", "telnetlib.", "sys._current_frames",
                      "cpython._PySys_ClearAuditHooks", "os.chroot",
                      "os.setuid", "os.seteuid", "mmap.", "winreg.", "msvcrt.")
 _installed: list["_Guard"] = []
+_local = threading.local()
+RECIPE_FILENAME = "<recipe>"  # the file name recursive.recipe compiles recipe code under
 
 
 class SandboxViolation(PermissionError):
@@ -137,6 +140,18 @@ class _Guard:
             p = _real(args[0] if args and args[0] is not None else ".")
             if p is not None and (_under(p, self.deny) or not _under(p, self.read)):
                 self.refuse(f"{event} of {p}")
+            return
+        if event == "sys._getframe":
+            # libraries (typing, dataclasses, torch.save) read their own frames; recipe code may not
+            if getattr(_local, "busy", False):
+                return
+            _local.busy = True
+            try:
+                caller = sys._getframe(1)
+            finally:
+                _local.busy = False
+            if caller.f_code.co_filename == RECIPE_FILENAME:
+                self.refuse("sys._getframe from recipe code")
             return
         if event.startswith(_REFUSED_PREFIXES):
             self.refuse(event)
