@@ -32,7 +32,12 @@ from recursive.io import atomic_write_json, read_json
 MARKER = "wandb_mirrored.json"
 SYNC_MARKER = "wandb_synced.json"
 STAGES = ("propose", "train", "evaluate")
-_SETTINGS = dict(x_disable_stats=True, console="off")
+# per-run overhead kept small (three runs per attempt): no system stats, console capture,
+# pip freeze or code saving; env.json in the run directory has the packages and git revision,
+# and only the train run collects wandb's own metadata (git, host)
+_SETTINGS = dict(x_disable_stats=True, console="off", x_save_requirements=False, save_code=False, disable_code=True,
+                 disable_job_creation=True)
+_LEAN = dict(_SETTINGS, x_disable_meta=True, x_disable_machine_info=True, disable_git=True)
 
 
 class NullMirror:
@@ -164,7 +169,7 @@ class WandbMirror:
         run = wandb.init(project=self.project, entity=self.entity, group=self.group, job_type=stage,
                          name=f"gen{g}-a{a}-{stage}", id=self.run_id(g, a, stage), dir=str(self.run_dir),
                          mode=self.mode, tags=tags, config=config, resume="allow",
-                         settings=wandb.Settings(**_SETTINGS))
+                         settings=wandb.Settings(**(_SETTINGS if stage == "train" else _LEAN)))
         try:
             run.define_metric("generation")
             run.define_metric("*", step_metric="generation")
