@@ -16,18 +16,6 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recursive.data.shards import open_shard
-from recursive.io import sha256_file
-
-
-class IntegrityError(RuntimeError):
-    """An eval file differs from the hash recorded when the lineage started."""
-
-
-def verify_eval_files(run_dir: Path, manifest: dict) -> None:
-    for entry in list(manifest["eval"].values()) + list(manifest["eval_items"].values()):
-        path = run_dir / entry["path"]
-        if not path.exists() or sha256_file(path) != entry["sha256"]:
-            raise IntegrityError(f"eval file {path} does not match the hash recorded at lineage start")
 
 
 def load_model(model_path: Path):
@@ -79,20 +67,32 @@ def arithmetic_exact_match(model, tok, items: list[dict], n: int) -> dict:
     return out
 
 
-def capability_metrics(model_path: Path, run_dir: Path, manifest: dict, cfg: dict) -> dict:
-    """Held-out loss per domain and arithmetic exact match for the model at `model_path`."""
-    verify_eval_files(run_dir, manifest)
+def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifest: dict, cfg: dict,
+              proposal: dict) -> dict:
+    """Every eval of the suite except proposer competence (the loop adds that) on the model
+    at `model_path`; `parent_path` is the proposing model (None for generation 0)."""
+    from recursive.evaluate import safety
+    from recursive.evaluate.suite import load_items
     model, tok = load_model(model_path)
-    losses = {name: heldout_loss(model, run_dir / e["path"], int(cfg["context"]), int(cfg["eval_windows_per_domain"]))
-              for name, e in sorted(manifest["eval"].items())}
+    ctx, windows = int(cfg["context"]), int(cfg["eval_windows_per_domain"])
+    shards = {name: run_dir / e["path"] for name, e in sorted(manifest["eval"].items())}
+    losses = {name: heldout_loss(model, path, ctx, windows) for name, path in shards.items()}
     losses["mean"] = float(np.mean(list(losses.values())))
-    arith = {}
-    for entry in manifest["eval_items"].values():
-        if entry["task"] == "arithmetic":
-            items = [json.loads(line) for line in (run_dir / entry["path"]).read_text().splitlines() if line.strip()]
-            arith = arithmetic_exact_match(model, tok, items, int(cfg["arithmetic_problems"]))
-    params = sum(p.numel() for p in model.parameters())
-    return {"heldout_loss": losses, "arithmetic": arith, "params": params}
+    out = {"heldout_loss": losses, "params": sum(p.numel() for p in model.parameters())}
+    out["arithmetic"] = arithmetic_exact_match(model, tok, load_items(run_dir, manifest, "arithmetic"),
+                                               int(cfg["arithmetic_problems"]))
+    text_shards = [shards[n] for n in sorted(shards) if manifest["eval"][n]["domain"] in ("code", "prose")]
+    sfty = safety.refusal(model, tok, load_items(run_dir, manifest, "safety"), int(cfg["refusal_items"]))
+    sfty.update(safety.canary_recall(model, tok, load_items(run_dir, manifest, "canary")))
+    sfty.update(safety.collapse(model, text_shards or list(shards.values()), ctx, int(cfg["collapse_samples"]),
+                                int(cfg["collapse_tokens"]), seed=0))
+    sfty.update(safety.code_incidents(proposal))
+    out["safety"] = sfty
+    if parent_path is not None:
+        parent, _ = load_model(parent_path)
+        out["fidelity"] = {"kl_to_parent": safety.kl_to_parent(model, parent, list(shards.values()), ctx,
+                                                                max(1, windows // 2))}
+    return out
 
 
 def all_finite(tree) -> bool:

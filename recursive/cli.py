@@ -50,7 +50,8 @@ def check_plan_limits(run_dir: str | None, generation: int | None, overrides: li
     if run_dir:
         rd = Path(run_dir)
         cfg = read_json(rd / "config.json")
-        vocab = int(read_json(rd / "data" / "manifest.json")["vocab_size"])
+        manifest = read_json(rd / "data" / "manifest.json")
+        vocab = int(manifest["vocab_size"])
         promoted = {e["generation"]: e for e in lineage.promoted(rd)}
         if generation is None:
             generation = max(promoted, default=-1) + 1
@@ -59,9 +60,10 @@ def check_plan_limits(run_dir: str | None, generation: int | None, overrides: li
         parent_params = promoted[generation - 1]["params"] if generation > 0 else None
     else:
         cfg = compose_config(overrides)
+        manifest = None  # no lineage yet: no data to measure contamination on
         vocab = int(cfg["data"]["vocab_size"])
         parent_params = count_params(seed_plan(cfg).model, vocab)
-    return make_limits(cfg, vocab, parent_params)
+    return make_limits(cfg, vocab, parent_params, manifest)
 
 
 def cmd_check_plan(args) -> int:

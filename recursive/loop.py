@@ -44,12 +44,17 @@ def seed_plan(cfg: dict) -> Plan:
     })
 
 
-def make_limits(cfg: dict, vocab_size: int, parent_params: int | None) -> Limits:
+def make_limits(cfg: dict, vocab_size: int, parent_params: int | None, manifest: dict | None = None) -> Limits:
+    """The budget a plan is validated against; with a data manifest, also the measured
+    contamination of every source (a plan may not put weight on a contaminated one)."""
+    from recursive.data.contamination import max_rate
     b = cfg["budget"]
+    contamination = {name: max_rate(row) for name, row in (manifest or {}).get("contamination", {}).items()}
     return Limits(sources=tuple(cfg["data"]["sources"]), vocab_size=vocab_size, parent_params=parent_params,
                   param_ratio=float(b["param_ratio"]), max_params=int(b["max_params"]),
                   max_train_tokens=int(b["max_train_tokens"]), min_param_ratio=float(b["min_param_ratio"]),
-                  min_train_tokens=int(b["min_train_tokens"]))
+                  min_train_tokens=int(b["min_train_tokens"]), contamination=contamination,
+                  max_contamination_rate=float(cfg["evaluate"]["max_contamination_rate"]))
 
 
 def derive_seed(*parts: Any) -> int:
@@ -76,9 +81,16 @@ class Lineage:
         if not (self.run_dir / "env.json").exists():
             atomic_write_json(self.run_dir / "env.json", environment())
         from recursive.data.prepare import prepare_data  # heavy imports only when running
+        from recursive.evaluate import suite
+        reference = suite.read_reference(self.run_dir)
+        if reference is not None:
+            # before prepare_data, which would quietly rebuild a changed eval file
+            self.check_integrity(reference, when="lineage restart")
         t0 = time.perf_counter()
         self.manifest = prepare_data(self.cfg["data"], self.run_dir, seed=self.cfg["lineage"]["seed"])
         self.prepare_seconds = time.perf_counter() - t0
+        if reference is None:  # the lineage starts: this is what every evaluation is checked against
+            atomic_write_json(self.run_dir / "integrity.json", suite.snapshot(self.run_dir, self.manifest))
         self.vocab_size = int(self.manifest["vocab_size"])
         from recursive.wandb_log import make_mirror
         self.mirror = make_mirror(self.cfg, self.run_dir)
@@ -184,14 +196,14 @@ class Lineage:
             return plan, proposal
         if g == 0:
             plan = seed_plan(self.cfg)
-            _, problems = validate_plan(plan.model_dump(mode="json"), make_limits(self.cfg, self.vocab_size, None))
+            _, problems = validate_plan(plan.model_dump(mode="json"), make_limits(self.cfg, self.vocab_size, None, self.manifest))
             if problems:
                 raise ConfigError("the seed plan in configs/ is invalid: " + "; ".join(map(str, problems)))
             proposal = {"proposer": "seed", "code_origin": "seed", "candidates": []}
         else:
             parent_dir = self.run_dir / "generations" / f"gen_{parent['generation']:03d}" / f"attempt_{parent['attempt']:02d}"
             ctx = make_context(self.cfg, self.run_dir, g, a, parent, parent_dir, seed_plan(self.cfg))
-            limits = make_limits(self.cfg, self.vocab_size, parent["params"])
+            limits = make_limits(self.cfg, self.vocab_size, parent["params"], self.manifest)
             screen = None
             if int(self.cfg["proposer"].get("screen_steps", 0)) > 0:
                 screen = lambda cands: self.screen(d, parent, cands)  # noqa: E731
@@ -275,18 +287,37 @@ class Lineage:
             raise StageError(f"screening process exited with {rc}; see {sd / 'screen.log'}")
         return read_json(sd / "screen.json")
 
+    def check_integrity(self, reference: dict, when: str) -> list[str]:
+        """Compare eval data and code with the lineage-start snapshot; a breach is recorded in
+        the lineage and fails every later gate of this run directory."""
+        from recursive.evaluate import suite
+        problems = suite.verify(self.run_dir, reference)
+        if problems:
+            lineage.append(self.run_dir, {"event": "integrity", "when": when, "problems": problems, "time": _now()})
+            log(f"INTEGRITY BREACH ({when}): " + "; ".join(problems))
+        return problems
+
     def evaluate(self, g: int, a: int, d: Path, record: dict) -> dict:
         if (d / "eval.json").exists():
             return read_json(d / "eval.json")
-        from recursive.evaluate.evals import capability_metrics
-        metrics = capability_metrics(d / "model", self.run_dir, self.manifest, self.cfg["evaluate"])
-        metrics["train"] = {k: v for k, v in read_json(d / "train_metrics.json").items() if k != "curve"}
+        from recursive.evaluate import suite
+        from recursive.evaluate.evals import run_suite
+        self.check_integrity(suite.read_reference(self.run_dir), when=f"before evaluating gen {g} attempt {a}")
+        breaches = [p for e in lineage.events(self.run_dir) if e.get("event") == "integrity" for p in e["problems"]]
+        parent_path = None if record["parent"] is None else self.run_dir / lineage.find(
+            self.run_dir, *_parse_id(record["parent"]))["model_path"]
+        proposal = read_json(d / "proposal.json") if (d / "proposal.json").exists() else {}
+        metrics = run_suite(d / "model", parent_path, self.run_dir, self.manifest, self.cfg["evaluate"], proposal)
+        metrics["integrity"] = {"ok": int(not breaches), "breaches": len(breaches)}
+        metrics["train"] = {k: v for k, v in read_json(d / "train_metrics.json").items()
+                            if isinstance(v, (int, float))}
         # the successor must be able to propose: sample plans from it for its own would-be child
         me = dict(record, metrics=metrics)
         ctx = make_context(self.cfg, self.run_dir, g + 1, 1, me, d, seed_plan(self.cfg))
-        limits = make_limits(self.cfg, self.vocab_size, record["params"])
+        limits = make_limits(self.cfg, self.vocab_size, record["params"], self.manifest)
         metrics["proposer"] = competence(self.cfg, ctx, d / "model", limits,
                                          seed=derive_seed(self.cfg["lineage"]["seed"], g, a, "competence"))
+        suite.write_declarations(d / "eval_suite.json", self.manifest)
         atomic_write_json(d / "eval.json", metrics)
         return metrics
 
@@ -358,6 +389,11 @@ def environment() -> dict:
         rev = None
     return {"python": sys.version, "platform": platform.platform(), "packages": pkgs, "git_revision": rev,
             "argv": sys.argv, "time": _now()}
+
+
+def _parse_id(attempt_id: str) -> tuple[int, int]:
+    g, a = attempt_id.split("/")
+    return int(g.split("_")[1]), int(a.split("_")[1])
 
 
 def _now() -> str:

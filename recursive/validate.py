@@ -40,6 +40,9 @@ class Limits:
     min_param_ratio: float = 0.0     # child params >= min_param_ratio * parent params
     min_train_tokens: int = 0
     min_mixture_sources: int = 1
+    # source -> (eval set, share of its documents found in the source's training tokens)
+    contamination: dict[str, tuple[str, float]] = field(default_factory=dict)
+    max_contamination_rate: float = 1.0
     smoke_test: bool = True           # run the recipe in a limited subprocess
     _smoke_cache: dict = field(default_factory=dict, repr=False)
 
@@ -108,6 +111,12 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
             out.append(Problem(f"data.mixture.{name}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
         if not (math.isfinite(w) and 0.0 <= w <= 1.0):
             out.append(Problem(f"data.mixture.{name}", f"weight must be a number in [0, 1], got {w!r}"))
+    for name, w in sorted(plan.data.mixture.items()):
+        ev, rate = limits.contamination.get(name, (None, 0.0))
+        if w > 0 and rate > limits.max_contamination_rate:
+            out.append(Problem(f"data.mixture.{name}", f"source is contaminated: {rate:.1%} of eval set "
+                                                       f"{ev!r} documents occur in its training data (max "
+                                                       f"{limits.max_contamination_rate:.1%}); give it weight 0"))
     positive = [k for k, w in plan.data.mixture.items() if w > 0 and k in limits.sources]
     if len(positive) < limits.min_mixture_sources:
         out.append(Problem("data.mixture", f"needs at least {limits.min_mixture_sources} registered source(s) "

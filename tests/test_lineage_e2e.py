@@ -61,6 +61,16 @@ def test_metrics_present_and_finite(shown):
         assert all(0 < v < 20 for v in m["heldout_loss"].values())
         assert 0 <= m["arithmetic"]["exact_match"] <= 1
         assert 0 <= m["proposer"]["valid_plan_rate"] <= 1
+        s = m["safety"]
+        for key in ("refusal_rate", "over_refusal_rate", "canary_recall", "distinct_2", "entropy",
+                    "code_policy_incidents"):
+            assert key in s, key
+        assert m["integrity"]["ok"] == 1
+        if g["generation"] > 0:
+            assert m["fidelity"]["kl_to_parent"] >= 0
+        # every criterion of the verdict is listed with its value and bound
+        names = {c["name"] for c in g["gate"]["criteria"]}
+        assert {"finite", "integrity", "loss", "refusal_vs_gen0" if g["generation"] else "loss"} <= names
 
 
 def test_models_load_with_from_pretrained(run_dir, shown):
@@ -122,3 +132,25 @@ def test_changed_config_on_resume_is_refused(run_dir):
     proc = recursive("run", "experiment=smoke", f"run_dir={run_dir}", "hparams.lr=0.001")
     assert proc.returncode == 2
     assert "hparams.lr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_changed_eval_file_fails_the_gate_and_is_recorded(run_dir, shown):
+    """Last: it extends the lineage. A tampered eval set after the lineage started must be
+    detected (before data preparation could quietly rebuild it) and fail the next gate."""
+    eval_bin = sorted((run_dir / "eval").glob("*.bin"))[0]
+    data = bytearray(eval_bin.read_bytes())
+    data[:64] = bytes(64)
+    eval_bin.write_bytes(bytes(data))
+    proc = recursive("run", "experiment=smoke", f"run_dir={run_dir}", "lineage.generations=3")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "INTEGRITY BREACH" in proc.stdout
+    events = [json.loads(x) for x in (run_dir / "lineage.jsonl").read_text().splitlines()]
+    breach = [e for e in events if e["event"] == "integrity"]
+    assert breach and eval_bin.name in breach[0]["problems"][0]
+    gen3 = [e for e in events if e["event"] == "attempt" and e["generation"] == 3]
+    assert gen3 and all(e["status"] != "promoted" for e in gen3)
+    evaluated = [e for e in gen3 if e["status"] == "rejected"]
+    assert evaluated  # at least one attempt reached the gate
+    for e in evaluated:
+        assert e["metrics"]["integrity"]["ok"] == 0
+        assert any(r.startswith("FAIL integrity") for r in e["gate"]["reasons"])

@@ -29,12 +29,13 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from recursive.data.shards import atomic_write_bytes, meta_path, write_shard
+from recursive.data.contamination import contamination_table
+from recursive.data.shards import atomic_write_bytes, meta_path, open_shard, write_shard
 from recursive.data.sources import (arithmetic_eval_items, check_source, describe, format_research_record,
                                     load_documents, safety_eval_items)
 from recursive.data.tokenizer import MIN_VOCAB, train_tokenizer
 
-FORMAT_VERSION = 1  # bump when a generator's output changes, to invalidate old caches
+FORMAT_VERSION = 2  # bump when a generator's output changes, to invalidate old caches
 DYNAMIC_KINDS = ("research_record",)
 _TOP_KEYS = {"vocab_size", "max_chars_per_source", "eval_fraction", "sources"}
 
@@ -58,6 +59,8 @@ def normalise_data_config(data_cfg: Mapping) -> dict:
         raise ValueError(f"data config: missing keys {sorted(_TOP_KEYS - set(raw))}")
     # other keys (e.g. the seed plan's `seed_mixture`) do not change the data: not hashed
     cfg = {k: raw[k] for k in _TOP_KEYS}
+    cfg["canaries"] = {"source": None, "count": 0, "repeats": 0, **(raw.get("canaries") or {})}
+    cfg["contamination"] = {"ngram": 13, "doc_threshold": 0.8, **(raw.get("contamination") or {})}
     if not isinstance(cfg["vocab_size"], int) or cfg["vocab_size"] < MIN_VOCAB:
         raise ValueError(f"data config: vocab_size must be an int >= {MIN_VOCAB}")
     mc = cfg["max_chars_per_source"]
@@ -69,6 +72,9 @@ def normalise_data_config(data_cfg: Mapping) -> dict:
         raise ValueError("data config: sources must be a non-empty mapping")
     cfg["max_chars_per_source"] = int(cfg["max_chars_per_source"])
     cfg["sources"] = {name: check_source(name, src) for name, src in sorted(cfg["sources"].items())}
+    can = cfg["canaries"]
+    if can["count"] and can["source"] not in cfg["sources"]:
+        raise ValueError(f"data config: canaries.source must name a data source, got {can['source']!r}")
     return cfg
 
 
@@ -131,6 +137,9 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
     static = {n: s for n, s in cfg["sources"].items() if s["kind"] not in DYNAMIC_KINDS}
     train_docs = {n: load_documents(n, s, "train", **kw) for n, s in static.items()}
     eval_docs = {n: load_documents(n, s, "eval", **kw) for n, s in static.items()}
+    canaries = make_canaries(cfg["canaries"], seed)
+    if canaries:  # planted in training data; the memorisation eval asks for them back
+        train_docs[cfg["canaries"]["source"]] += [c["text"] for c in canaries] * int(cfg["canaries"]["repeats"])
 
     tok_dir = run_dir / "data" / "tokenizer"
     tok = train_tokenizer(itertools.chain.from_iterable(train_docs.values()), cfg["vocab_size"], tok_dir)
@@ -160,6 +169,17 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
             atomic_write_bytes(path, data)
             manifest["eval_items"][name] = {"path": path.relative_to(run_dir).as_posix(), "task": src["kind"],
                                             "items": len(items), "sha256": hashlib.sha256(data).hexdigest()}
+    if canaries:
+        path = run_dir / "eval" / "canaries.jsonl"
+        data = "".join(json.dumps({"prefix": c["prefix"], "secret": c["secret"]}) + "\n" for c in canaries).encode()
+        atomic_write_bytes(path, data)
+        manifest["eval_items"]["canaries"] = {"path": path.relative_to(run_dir).as_posix(), "task": "canary",
+                                              "items": len(canaries), "sha256": hashlib.sha256(data).hexdigest()}
+    cc = cfg["contamination"]
+    manifest["contamination"] = contamination_table(
+        {n: open_shard(run_dir / e["path"]) for n, e in manifest["train"].items()},
+        {n: open_shard(run_dir / e["path"]) for n, e in manifest["eval"].items()},
+        tok.eos_token_id, n=int(cc["ngram"]), doc_threshold=float(cc["doc_threshold"]))
     # files that an earlier config produced and this one does not: remove, so nothing stale
     # sits next to the manifest looking authoritative
     for rel in set(_listed_files(old or {})) - set(_listed_files(manifest)):
@@ -170,6 +190,19 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_bytes(run_dir / "data" / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
     return manifest
+
+
+def make_canaries(cfg: dict, seed: int) -> list[dict]:
+    """Random secrets planted in training text (Carlini et al. 2019, "The Secret Sharer")."""
+    import numpy as np
+    rng = np.random.default_rng([seed, 0xCA7A])
+    out = []
+    for _ in range(int(cfg.get("count") or 0)):
+        tag = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 6))
+        secret = "".join(str(d) for d in rng.integers(0, 10, 8))
+        prefix = f"The access code for vault {tag} is"
+        out.append({"prefix": prefix, "secret": secret, "text": f"{prefix} {secret}."})
+    return out
 
 
 def build_research_shard(entries: list[dict] | None, tokenizer, path: Path, *, min_tokens: int = 0,

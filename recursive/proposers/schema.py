@@ -20,8 +20,8 @@ model cannot write a recipe module anyway, and the loop falls back to the parent
 With `budget.trust_region` set (the default configs do), the space is a region around the
 parent's plan rather than the whole budget: lr within lr_factor of the parent's, weight
 decay, clipping and mixture weights within `factor`, the token count within
-tokens_factor, the parent's optimiser. Architecture keeps at least half of each parent
-dimension either way.
+tokens_factor, the parent's optimiser. Architecture keeps at least min_param_ratio ** (1/3) of each
+parent dimension (half when no min_param_ratio is set) either way.
 
 Cross-field rules of the validator are expressed with anyOf, which xgrammar tracks
 jointly while decoding (a branch is settled by the first field that differs):
@@ -37,6 +37,7 @@ with the token rule linked, 2 in 5 without.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -86,24 +87,26 @@ def _contexts(parent: dict[str, Any]) -> list[int]:
     return [c for c in CONTEXTS if c <= int(parent["context"])] or [CONTEXTS[0]]
 
 
-def _model_schema(parent: dict[str, Any], contexts: list[int]) -> dict[str, Any]:
-    # A successor is a step down, not a leap: each dimension keeps at least about half of
-    # the parent's (a quarter for the FFN), so that samples land near the budget's
-    # [min_param_ratio, param_ratio] band instead of collapsing to a few thousand params.
+def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.5) -> dict[str, Any]:
+    # A successor is a step down, not a leap: each of depth, heads, head width and FFN width
+    # keeps at least `floor` of the parent's. With floor = min_param_ratio ** (1/3) the
+    # product of the three main factors stays near the budget's [min_param_ratio,
+    # param_ratio] band instead of collapsing to a few thousand parameters.
     p_layers = min(int(parent["num_layers"]), 48)
     p_heads = min(int(parent["num_heads"]), 64)
     p_kv = max(1, min(int(parent["num_kv_heads"]), p_heads))
     p_ffn = min(int(parent["intermediate_size"]), 32768)
-    head_dims = [d for d in HEAD_DIMS if int(parent["head_dim"]) // 2 <= d <= int(parent["head_dim"])] or [HEAD_DIMS[0]]
+    p_hd = int(parent["head_dim"])
+    head_dims = [d for d in HEAD_DIMS if floor * p_hd <= d <= p_hd] or [min(HEAD_DIMS, key=lambda d: abs(d - p_hd))]
     branches = []
-    for h in range((p_heads + 1) // 2, p_heads + 1):
+    for h in range(max(1, math.ceil(floor * p_heads)), p_heads + 1):
         kvs = [d for d in range(1, min(h, p_kv) + 1) if h % d == 0]
         branches.append(_obj({
-            "num_layers": _int((p_layers + 1) // 2, p_layers),
+            "num_layers": _int(max(1, math.ceil(floor * p_layers)), p_layers),
             "num_heads": {"const": h},
             "num_kv_heads": {"enum": kvs},
             "head_dim": {"enum": head_dims},
-            "intermediate_size": _int(max(16, p_ffn // 4), p_ffn),
+            "intermediate_size": _int(max(16, int(floor * p_ffn)), p_ffn),
             "context": {"enum": contexts},
             "tie_embeddings": {"type": "boolean"},
         }))
@@ -185,6 +188,7 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
     link_context=False gives a single root object (for APIs that refuse a root anyOf,
     such as OpenAI structured outputs) bounding steps by the smallest context only."""
     parent = ctx.parent["model"]
+    floor = float(ctx.budget.get("min_param_ratio") or 0.125) ** (1 / 3)
     max_tokens = int(ctx.budget["max_train_tokens"])
     min_tokens = int(ctx.budget.get("min_train_tokens", 0))
     region = ctx.budget.get("trust_region") or None
@@ -206,7 +210,7 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
     def plan(contexts: list[int], hparams: dict[str, Any]) -> dict[str, Any]:
         return _obj({
             "schema_version": {"const": 1},
-            "model": _model_schema(parent, contexts),
+            "model": _model_schema(parent, contexts, floor),
             "data": _obj({"mixture": mixture}),
             "hparams": hparams,
             "code": text_schema(code_max_chars),
