@@ -140,7 +140,12 @@ def cmd_lineage_sync_wandb(args) -> int:
         _err(f"cannot reach the wandb server at {url} ({why}); nothing was synced. "
              f"Set WANDB_BASE_URL / WANDB_API_KEY, or keep the offline runs in {dirs[0] / 'wandb'}")
         return EXIT_INVALID
-    done = wandb_log.replay(dirs[0], mode="online", project=args.project, entity=args.entity)
+    try:
+        done = wandb_log.replay(dirs[0], mode="online", project=args.project, entity=args.entity)
+    except Exception as e:  # noqa: BLE001  (no API key, permissions, a server error)
+        _err(f"sync to {url} stopped: {type(e).__name__}: {e}; attempts synced so far keep their "
+             f"wandb_synced.json, and a rerun goes on from there")
+        return EXIT_INVALID
     print(f"synced {len(done)} attempts of {dirs[0]} to {url}")
     return 0
 
