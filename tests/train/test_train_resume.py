@@ -71,15 +71,3 @@ def test_preempted_and_resumed_run_ends_like_the_uninterrupted_one(tmp_path, pre
         assert b["final_loss"] == pytest.approx(a["final_loss"], rel=1e-6)
         for (name, x), y in zip(weights(whole).items(), weights(cut).values()):
             torch.testing.assert_close(y, x, rtol=1e-6, atol=1e-7, msg=name)
-
-
-def test_a_checkpoint_of_another_plan_is_not_resumed(tmp_path, prepared):
-    plan = tiny_plan(prepared[3], steps=STEPS)
-    d = write_attempt(tmp_path / "attempt", prepared, plan, checkpoint_every=4)
-    rc, err = preempt(d, 1)
-    assert rc == REQUEUE_EXIT, err[-3000:]
-    # the plan changed (another seed): its run starts from step 0, not from the old checkpoint
-    write_attempt(d, prepared, tiny_plan(prepared[3], steps=STEPS, seed=1), checkpoint_every=4)
-    proc = run_stage(d)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert metrics(d)["resumed_from_step"] is None and "resumed_from" not in proc.stdout
