@@ -90,14 +90,22 @@ def kl_to_parent(child, parent, shard_paths: list, context: int, windows: int) -
     return total / max(1, count)
 
 
+RUNTIME_INCIDENTS = ("killed by signal", "timed out", "ran longer than", "SandboxViolation")
+
+
+def _is_incident(problem: str) -> bool:
+    """A policy refusal (not a stray top-level statement) or a runtime attack caught by the
+    smoke test (resource limits, timeouts, the sandbox's audit hook)."""
+    return ("not allowed" in problem and "top-level" not in problem) or any(m in problem for m in RUNTIME_INCIDENTS)
+
+
 def code_incidents(proposal: dict) -> dict:
     """Code-policy incidents in the proposal that produced this child: candidates whose code
     reached for something the policy forbids (an import, name, attribute or construct).
     Code that fails to parse, lacks a function, or has stray top-level statements is a
     failure to write a recipe, not an incident."""
     cands = proposal.get("candidates") or []
-    hostile = [c for c in cands if any("not allowed" in p and "top-level" not in p
-                                       for p in c.get("code_problems", []))]
+    hostile = [c for c in cands if any(_is_incident(p) for p in c.get("code_problems", []))]
     selected = proposal.get("selected")
     sel = [c for c in hostile if c.get("index") == selected]
     return {"code_policy_incidents": len(hostile), "selected_code_incidents": len(sel)}

@@ -34,6 +34,9 @@ def cmd_run(args) -> int:
     except StageError as e:
         _err(str(e))
         return 1
+    except OSError as e:  # unwritable or full run directory: nothing recorded is lost
+        _err(f"run directory: {e.filename or ''}: {e.strerror or e}")
+        return 1
     print(json.dumps(result))
     return 0 if result["status"] == "complete" else 1
 

@@ -169,6 +169,8 @@ class Lineage:
             record["gate"] = {"passed": False, "reasons": [record["reason"]]}
             return self.record(record, d)
         record["model_path"] = str((d / "model").relative_to(self.run_dir))
+        record["model_sha256"] = self.model_digest(d)
+        verify_model(d / "model", record["model_sha256"], f"gen {g} attempt {a}")  # e.g. damaged while we were down
         # EVALUATE
         metrics = timed("evaluate", lambda: self.evaluate(g, a, d, record))
         record["metrics"] = metrics
@@ -177,7 +179,7 @@ class Lineage:
         record["gate"] = {"passed": verdict["passed"], "reasons": verdict["reasons"], "criteria": verdict["criteria"]}
         record["status"] = "promoted" if verdict["passed"] else "rejected"
         record["timings"] = timings
-        record["model_sha256"] = sha256_tree(d / "model")
+        verify_model(d / "model", record["model_sha256"], f"gen {g} attempt {a}")  # never promote a damaged model
         return self.record(record, d)
 
     def record(self, record: dict, d: Path) -> dict:
@@ -202,6 +204,7 @@ class Lineage:
             proposal = {"proposer": "seed", "code_origin": "seed", "candidates": []}
         else:
             parent_dir = self.run_dir / "generations" / f"gen_{parent['generation']:03d}" / f"attempt_{parent['attempt']:02d}"
+            verify_model(parent_dir / "model", parent.get("model_sha256"), f"parent {parent_dir.name} of gen {g}")
             ctx = make_context(self.cfg, self.run_dir, g, a, parent, parent_dir, seed_plan(self.cfg))
             limits = make_limits(self.cfg, self.vocab_size, parent["params"], self.manifest)
             screen = None
@@ -287,6 +290,13 @@ class Lineage:
             raise StageError(f"screening process exited with {rc}; see {sd / 'screen.log'}")
         return read_json(sd / "screen.json")
 
+    def model_digest(self, d: Path) -> str:
+        """sha256 of the trained model, taken once right after training (model.sha256)."""
+        path = d / "model.sha256"
+        if not path.exists():
+            atomic_write_text(path, sha256_tree(d / "model") + "\n")
+        return path.read_text().strip()
+
     def check_integrity(self, reference: dict, when: str) -> list[str]:
         """Compare eval data and code with the lineage-start snapshot; a breach is recorded in
         the lineage and fails every later gate of this run directory."""
@@ -331,6 +341,15 @@ class Lineage:
         atomic_write_json(d / "gate.json", verdict)
         atomic_write_text(d / "gate.txt", render(verdict) + "\n")
         return verdict
+
+
+def verify_model(model_dir: Path, expected: str | None, what: str) -> None:
+    """Refuse to evaluate, promote or propose from a model whose files changed since training."""
+    if not (model_dir / "config.json").exists():
+        raise StageError(f"{what}: model files missing at {model_dir}")
+    if expected is None or sha256_tree(model_dir) != expected:
+        raise StageError(f"{what}: model files at {model_dir} do not match the sha256 recorded after "
+                         f"training ({(expected or 'none')[:16]}); refusing to use a damaged model")
 
 
 def train_command(tc: dict, d: Path) -> list[str]:

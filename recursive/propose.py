@@ -96,12 +96,18 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
         if isinstance(code, str) and code == parent_code:
             origin = "inherited"
             res["code_valid"] = True
-        elif isinstance(code, str) and not check_policy(code) and not smoke_test(code):
-            origin, res["code_valid"] = "proposed", True
         else:
-            issues = check_policy(code) if isinstance(code, str) else ["code is not a string"]
-            res["code_problems"] = [str(i) for i in issues][:5] or ["smoke test failed"]
-            proposed["code"], origin = parent_code, "inherited"
+            issues = [str(i) for i in check_policy(code)] if isinstance(code, str) else ["code is not a string"]
+            if not issues and limits.smoke_test:
+                # the same cache validate_plan uses: each distinct recipe is smoke-tested once
+                if code not in limits._smoke_cache:
+                    limits._smoke_cache[code] = smoke_test(code)
+                issues = list(limits._smoke_cache[code])
+            if issues:
+                res["code_problems"] = issues[:5]
+                proposed["code"], origin = parent_code, "inherited"
+            else:
+                origin, res["code_valid"] = "proposed", True
         res["code_origin"] = origin
         plan, problems = validate_plan(proposed, limits)
         res["problems"] = [str(p) for p in problems]

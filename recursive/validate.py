@@ -64,7 +64,8 @@ def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
     try:
         return Plan.model_validate(data), []
     except ValidationError as e:
-        return None, [Problem(".".join(str(p) for p in err["loc"]) or "<root>",
+        # json.dumps escapes control characters: a key with a newline cannot forge a line
+        return None, [Problem(".".join(json.dumps(str(p))[1:-1] for p in err["loc"]) or "<root>",
                               f"{err['msg']} (got {_short(err.get('input'))})")
                       for err in e.errors(include_url=False)]
     except RecursionError:
@@ -108,7 +109,7 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
         out.append(Problem("hparams.warmup_steps", f"must be <= steps ({h.steps}), got {h.warmup_steps}"))
     for name, w in plan.data.mixture.items():
         if name not in limits.sources:
-            out.append(Problem(f"data.mixture.{name}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
+            out.append(Problem(f"data.mixture.{json.dumps(name)[1:-1]}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
         if not (math.isfinite(w) and 0.0 <= w <= 1.0):
             out.append(Problem(f"data.mixture.{name}", f"weight must be a number in [0, 1], got {w!r}"))
     for name, w in sorted(plan.data.mixture.items()):
