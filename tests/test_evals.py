@@ -94,3 +94,26 @@ def test_memorisation_eval_finds_planted_canaries(prepared):
         assert text.count(f"{c['prefix']} {c['secret']}") == cfg["data"]["canaries"]["repeats"]
     assert not any(c["secret"] in (run_dir / e["path"]).read_bytes().decode("latin-1")
                    for c in canaries for e in manifest["eval"].values())
+
+
+def test_changed_eval_file_fails_the_gate_and_is_recorded(tmp_path):
+    """The lineage starts (data prepared, eval suite hashed), then an eval set is changed:
+    the restart detects it before data preparation could quietly rebuild the file, records
+    it in the lineage, and generation 0 fails the gate on integrity."""
+    from recursive.loop import Lineage
+    cfg = compose_config(SMALL + ["hparams.steps=20", "budget.min_train_tokens=0", "logger=none",
+                                  f"run_dir={tmp_path / 'run'}"])
+    first = Lineage(cfg)
+    first.start()
+    eval_bin = sorted((first.run_dir / "eval").glob("*.bin"))[0]
+    data = bytearray(eval_bin.read_bytes())
+    data[:64] = bytes(64)
+    eval_bin.write_bytes(bytes(data))
+    result = Lineage(cfg).run()
+    assert result["status"] == "stopped" and "generation 0 did not pass the gate" in result["reason"]
+    events = [json.loads(x) for x in (first.run_dir / "lineage.jsonl").read_text().splitlines()]
+    breach = [e for e in events if e["event"] == "integrity"]
+    assert breach and eval_bin.name in breach[0]["problems"][0]
+    gen0 = [e for e in events if e["event"] == "attempt"][0]
+    assert gen0["status"] == "rejected" and gen0["metrics"]["integrity"]["ok"] == 0
+    assert any(r.startswith("FAIL integrity") for r in gen0["gate"]["reasons"])
