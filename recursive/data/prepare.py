@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from recursive.data.contamination import contamination_table
+from recursive.io import sha256_file
 from recursive.data.shards import atomic_write_bytes, meta_path, open_shard, write_shard
 from recursive.data.sources import (arithmetic_eval_items, check_source, describe, format_research_record,
                                     load_documents, safety_eval_items)
@@ -85,14 +86,6 @@ def config_sha256(cfg: dict, seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _listed_files(manifest: dict) -> dict[str, str]:
     """relpath -> sha256 of every file a manifest vouches for."""
     files = dict(manifest.get("tokenizer_files", {}))
@@ -114,7 +107,7 @@ def _cached(run_dir: Path, config_hash: str) -> dict | None:
         return manifest  # caller uses it to remove files the new config no longer has
     for rel, sha in _listed_files(manifest).items():
         p = run_dir / rel
-        if not p.exists() or _file_sha(p) != sha:
+        if not p.exists() or sha256_file(p) != sha:
             return {}
     return {**manifest, "cached": True}
 
@@ -146,7 +139,7 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
     manifest: dict = {
         "format_version": FORMAT_VERSION, "config_sha256": chash, "seed": seed, "vocab_size": len(tok),
         "tokenizer": tok_dir.relative_to(run_dir).as_posix(),
-        "tokenizer_files": {p.relative_to(run_dir).as_posix(): _file_sha(p) for p in sorted(tok_dir.iterdir())},
+        "tokenizer_files": {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in sorted(tok_dir.iterdir())},
         "train": {}, "eval": {}, "eval_items": {},
         "per_generation": {n: {"kind": s["kind"], "domain": s["domain"]}
                            for n, s in cfg["sources"].items() if s["kind"] in DYNAMIC_KINDS},
