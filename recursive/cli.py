@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_INVALID, EXIT_USAGE = 1, 2
+EXIT_INVALID, EXIT_USAGE, EXIT_REQUEUE = 1, 2, 75
 
 
 def _err(msg: str) -> None:
@@ -26,11 +26,14 @@ def cmd_run(args) -> int:
     from recursive.config import ConfigError, compose_config
     try:
         cfg = compose_config(args.overrides)
-        from recursive.loop import Lineage, StageError
+        from recursive.loop import Lineage, Requeue, StageError
         result = Lineage(cfg).run()
     except ConfigError as e:
         _err(str(e))
         return EXIT_USAGE
+    except Requeue as e:  # preempted: a scheduler (or the user) runs the same command again
+        print(f"recursive: requeue: {e}", file=sys.stderr)
+        return EXIT_REQUEUE
     except StageError as e:
         _err(str(e))
         return 1

@@ -22,6 +22,11 @@ def attempt_dir(run_dir: Path, generation: int, attempt: int) -> Path:
     return run_dir / "generations" / f"gen_{generation:03d}" / f"attempt_{attempt:02d}"
 
 
+def parse_attempt_dir(d: Path) -> tuple[int, int]:
+    """(generation, attempt) of an attempt directory .../gen_GGG/attempt_AA."""
+    return int(Path(d).parent.name.split("_")[1]), int(Path(d).name.split("_")[1])
+
+
 def attempt_id(generation: int, attempt: int) -> str:
     return f"gen_{generation:03d}/attempt_{attempt:02d}"
 

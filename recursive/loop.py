@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,16 @@ from recursive.validate import Limits, validate_plan
 
 class StageError(RuntimeError):
     """A stage crashed for a reason that is not the plan's fault (the lineage stops)."""
+
+
+class Requeue(RuntimeError):
+    """Training was preempted (SIGTERM/SIGUSR1) and wrote a checkpoint: nothing is wrong,
+    run the same command again and it resumes from that checkpoint (exit code 75)."""
+
+
+# train config keys handed to the training stage as they are (train/trainer.py documents them)
+TRAIN_SPEC_KEYS = ("strategy", "num_processes", "threads", "precision", "log_every", "grad_accum", "compile",
+                   "checkpoint_every", "keep_checkpoints")
 
 
 def log(msg: str) -> None:
@@ -70,6 +81,15 @@ class Lineage:
     # ---------------------------------------------------------------- set-up
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = hold_lock(self.run_dir / "orchestrator.lock")
+        if self._lock is None:
+            holder = (self.run_dir / "orchestrator.lock").read_text().strip() or "?"
+            raise StageError(f"another `recursive run` holds {self.run_dir} ({holder}); two orchestrators "
+                             "on one run directory would duplicate attempts: wait for it or stop it")
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()} on {platform.node()} since {_now()}\n")
+        self._lock.flush()
         stored_path = self.run_dir / "config.json"
         if stored_path.exists():
             conflicts = resume_conflicts(read_json(stored_path), self.cfg)
@@ -230,19 +250,45 @@ class Lineage:
             teacher = str(self.run_dir / parent["model_path"])
         spec = {"tokenizer": str(self.run_dir / self.manifest["tokenizer"]), "teacher": teacher,
                 "shards": {n: shards[n] for n in mixture}, "mixture": mixture, "dropped_sources": dropped,
-                "threads": tc["threads"], "precision": tc["precision"], "log_every": tc["log_every"]}
+                **{k: tc[k] for k in TRAIN_SPEC_KEYS if k in tc}}
         atomic_write_json(d / "train_spec.json", spec)
-        (d / "train_error.json").unlink(missing_ok=True)
-        cmd = train_command(tc, d)
-        env = dict(os.environ, OMP_NUM_THREADS=str(tc["threads"]), TOKENIZERS_PARALLELISM="false")
-        with open(d / "train.log", "w") as logf:
-            rc = subprocess.call(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env)
+        if self.cfg["launcher"]["name"] == "slurm":
+            rc = self.train_on_slurm(d)
+        else:
+            rc = self.train_locally(d)
         if rc == 0:
             return None
         if rc == 2 and (d / "train_error.json").exists():
             return read_json(d / "train_error.json")["error"]
+        # torchrun exits 1 when its workers exit 75: the requeue file is the signal
+        if rc == REQUEUE_EXIT or (d / REQUEUE_FILE).exists():
+            info = read_json(d / REQUEUE_FILE) if (d / REQUEUE_FILE).exists() else {}
+            raise Requeue(f"training of {d.relative_to(self.run_dir)} was preempted at step "
+                          f"{info.get('step', '?')} (checkpoint {info.get('checkpoint', '?')}); "
+                          "run the same command again to resume from it")
         tail = (d / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
         raise StageError(f"training process exited with {rc}; see {d / 'train.log'}: " + " | ".join(tail))
+
+    def train_on_slurm(self, d: Path) -> int:
+        from recursive.slurm import SlurmError, SlurmLauncher
+        try:
+            return SlurmLauncher(self.cfg, self.run_dir, log).run_training(d)
+        except SlurmError as e:
+            raise StageError(str(e)) from None
+
+    def train_locally(self, d: Path) -> int:
+        tc = self.cfg["train"]
+        cmd = train_command(tc, d)
+        env = dict(os.environ, OMP_NUM_THREADS=str(tc["threads"]), TOKENIZERS_PARALLELISM="false")
+        # a trainer left by a killed orchestrator gets SIGTERM (see run_child), checkpoints and
+        # exits; it holds train.lock until then: wait for it rather than race it
+        wait_for_lock(d / "train.lock", what=f"the previous training process of {d.name}")
+        (d / "train_error.json").unlink(missing_ok=True)
+        # appended: a resumed run keeps the log of the segment before the preemption
+        with open(d / "train.log", "a") as logf:
+            logf.write(f"=== {_now()} {' '.join(cmd)}\n")
+            logf.flush()
+            return run_child(cmd, logf, env)
 
     def training_data(self, plan: Plan, data_dir: Path) -> tuple[dict, dict, list]:
         """Shards and normalised mixture a plan trains on: the plan's weights over the
@@ -260,8 +306,10 @@ class Lineage:
                 shards[name] = str(path)
         dropped = sorted(n for n in mixture if n not in shards)
         total = sum(w for n, w in mixture.items() if n in shards)
+        # rounded: the same plan read back from plan.json can differ in the last bit, and the
+        # training spec (hence the checkpoint fingerprint a resume matches) must not
         return ({n: shards[n] for n in mixture if n in shards},
-                {n: w / total for n, w in mixture.items() if n in shards}, dropped)
+                {n: round(w / total, 12) for n, w in mixture.items() if n in shards}, dropped)
 
     def screen(self, d: Path, parent: dict, candidates: list[tuple[int, Plan]]) -> dict:
         """Proxy-screen valid candidates in one training process (see recursive/propose.py)."""
@@ -284,8 +332,7 @@ class Lineage:
         atomic_write_json(sd / "screen_spec.json", spec)
         env = dict(os.environ, OMP_NUM_THREADS=str(tc["threads"]), TOKENIZERS_PARALLELISM="false")
         with open(sd / "screen.log", "w") as logf:
-            rc = subprocess.call([sys.executable, "-m", "recursive.train", "--screen", str(sd)],
-                                 stdout=logf, stderr=subprocess.STDOUT, env=env)
+            rc = run_child([sys.executable, "-m", "recursive.train", "--screen", str(sd)], logf, env)
         if rc != 0:
             raise StageError(f"screening process exited with {rc}; see {sd / 'screen.log'}")
         return read_json(sd / "screen.json")
@@ -350,6 +397,52 @@ def verify_model(model_dir: Path, expected: str | None, what: str) -> None:
     if expected is None or sha256_tree(model_dir) != expected:
         raise StageError(f"{what}: model files at {model_dir} do not match the sha256 recorded after "
                          f"training ({(expected or 'none')[:16]}); refusing to use a damaged model")
+
+
+REQUEUE_EXIT, REQUEUE_FILE = 75, "train_requeue.json"  # as in recursive/train/trainer.py
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the orchestrator dies, even by kill -9, so
+    no orphan trainer keeps writing into an attempt that a re-run will redo. SIGTERM makes
+    the trainer checkpoint and exit 75, so the re-run resumes from that checkpoint."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child outlives a killed orchestrator
+        pass
+
+
+def hold_lock(path: Path):
+    """An exclusive flock on `path`, held while the returned file stays open (the kernel drops
+    it when the process dies, even by kill -9); None if another process holds it."""
+    import fcntl
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def wait_for_lock(path: Path, *, what: str, timeout: float = 600.0) -> None:
+    """Block until nobody holds the flock on `path` (then release it at once)."""
+    deadline, said = time.monotonic() + timeout, False
+    while (f := hold_lock(path)) is None:
+        if not said:
+            log(f"waiting for {what} to exit (it holds {path})")
+            said = True
+        if time.monotonic() > deadline:
+            raise StageError(f"{what} still holds {path} after {timeout:.0f} s; stop it and run again")
+        time.sleep(0.2)
+    f.close()
+
+
+def run_child(cmd: list[str], logf, env: dict) -> int:
+    """A stage process, its output in `logf`, tied to the orchestrator's life."""
+    return subprocess.call(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                           preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 def train_command(tc: dict, d: Path) -> list[str]:

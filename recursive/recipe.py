@@ -451,6 +451,7 @@ def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
 _SMOKE = r"""
 import json, math, resource, sys
 cpu, mem, call_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+sys.path[:0] = json.loads(sys.argv[4])  # -I drops PYTHONPATH: the parent's import roots, explicitly
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
 import torch
 torch.set_num_threads(1)
@@ -483,6 +484,16 @@ print(json.dumps(out))
 """
 
 
+def _import_roots() -> list[str]:
+    """Where this process imports `recursive` and torch from, for a child started with -I
+    (isolated: no PYTHONPATH, no user site, no cwd), so that an install on PYTHONPATH or
+    with --target works as a site-packages install does."""
+    import recursive
+    import torch
+    roots = [str(Path(m.__file__).resolve().parents[1]) for m in (recursive, torch)]
+    return [r for i, r in enumerate(roots) if r not in roots[:i]]
+
+
 def smoke_test(source: str, *, cpu_seconds: int = 20, memory_bytes: int = 4 << 30,
                timeout: float = 60.0) -> list[str]:
     """Run the recipe on random tensors in a child process with resource limits, a wall-clock
@@ -493,7 +504,7 @@ def smoke_test(source: str, *, cpu_seconds: int = 20, memory_bytes: int = 4 << 3
     call_seconds = max(1.0, min(float(cpu_seconds), timeout) / 4)
     try:
         proc = subprocess.run([sys.executable, "-I", "-c", _SMOKE, str(cpu_seconds), str(memory_bytes),
-                               str(call_seconds)],
+                               str(call_seconds), json.dumps(_import_roots())],
                               input=source, capture_output=True, text=True, timeout=timeout,
                               env=env, cwd="/", start_new_session=True)
     except subprocess.TimeoutExpired:

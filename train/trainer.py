@@ -44,6 +44,7 @@ from recursive.train.perf import flops_per_token, mfu, peak_flops
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: preempted, checkpoint written; run the same command again
 REQUEUE_FILE = "train_requeue.json"
+_TRAIN_LOCK = None  # rank 0's flock on ATTEMPT_DIR/train.lock, held for the life of the process
 
 
 class RecipeError(RuntimeError):
@@ -188,14 +189,22 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     grad_norm = None
     model.train()
     step = start
+    # Checking the loss reads it back from the device, which stalls a GPU's queue: on a GPU
+    # the non-finite flag accumulates on the device and is read (with the signal flag, in one
+    # collective) every `check_every` steps; on a CPU reading is free and happens every step.
+    check_every = max(1, int(spec.get("check_every", 1 if accelerator.device.type == "cpu" else 10)))
+    nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     while True:
-        # one collective per step: a non-finite loss on any rank, a signal seen by any rank
-        bad, preempt = _agree(accelerator, [
-            0.0 if prev_loss is None else float(not torch.isfinite(prev_loss).item()),
-            float(_SIGNAL["num"] is not None and ckpt is not None)])
+        if prev_loss is not None:
+            nonfinite |= ~torch.isfinite(prev_loss)
+        if step == total or (step - start) % check_every == 0:
+            bad, preempt = _agree(accelerator, [float(nonfinite.item()),
+                                                float(_SIGNAL["num"] is not None and ckpt is not None)])
+        else:
+            bad = preempt = False
         if bad:
-            raise RecipeError(f"recipe loss() returned {float(prev_loss)} at step {step - 1}, "
-                              "expected a finite scalar")
+            raise RecipeError(f"recipe loss() returned a non-finite value at or before step {step - 1} "
+                              f"(last: {float(prev_loss)}), expected a finite scalar")
         if step == total:
             break
         if preempt:
@@ -310,6 +319,12 @@ def train(attempt_dir: Path) -> dict:
     spec = json.loads((attempt_dir / "train_spec.json").read_text())
     plan_json = (attempt_dir / "plan.json").read_text()
     plan = Plan.from_json(plan_json)
+    global _TRAIN_LOCK
+    if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        # held until this process exits: an orchestrator re-run waits for it (recursive/loop.py)
+        import fcntl
+        _TRAIN_LOCK = open(attempt_dir / "train.lock", "a")
+        fcntl.flock(_TRAIN_LOCK, fcntl.LOCK_EX)
     accelerator, layout = make_accelerator(spec, batch_size=plan.hparams.batch_size, grad_clip=plan.hparams.grad_clip)
     install_preemption_handlers()
     if accelerator.is_main_process:

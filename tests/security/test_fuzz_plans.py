@@ -89,12 +89,14 @@ def mutated_plans(draw, base):
         keys = list(node) if isinstance(node, dict) else list(range(len(node)))
         op = draw(st.sampled_from(["replace", "delete", "add"]))
         k = draw(st.sampled_from(keys))
+        # deep copies: sampled_from hands out the same [] / {} objects every time, and a later
+        # mutation of one would change what an earlier example drew (hypothesis calls it flaky)
         if op == "replace":
-            node[k] = draw(nasty)
+            node[k] = copy.deepcopy(draw(nasty))
         elif op == "delete":
             del node[k]
         elif isinstance(node, dict):
-            node[draw(st.text(max_size=12))] = draw(nasty)
+            node[draw(st.text(max_size=12))] = copy.deepcopy(draw(nasty))
     return plan
 
 
