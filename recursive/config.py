@@ -58,6 +58,37 @@ def _check(cfg: dict) -> None:
         raise ConfigError("lineage.generations must be >= 0 and lineage.max_attempts >= 1")
     if not 0 < cfg["budget"]["param_ratio"] <= 1:
         raise ConfigError(f"budget.param_ratio must be in (0, 1], got {cfg['budget']['param_ratio']}")
+    if cfg["proposer"]["name"] == "openai":  # here, not at generation 1 after hours of training
+        from recursive.proposers.openai_api import settings_problems
+        problems = settings_problems(cfg["proposer"])
+        if problems:
+            raise ConfigError("; ".join(problems))
+    _check_launcher(cfg)
+
+
+def _check_launcher(cfg: dict) -> None:
+    lc = cfg.get("launcher") or {}
+    if lc.get("name") not in ("local", "slurm"):
+        raise ConfigError(f"launcher.name must be local or slurm, got {lc.get('name')!r}")
+    if lc["name"] != "slurm":
+        return
+    for key, lo in (("nodes", 1), ("cpus_per_task", 1), ("max_retries", 0), ("gpus_per_node", 0)):
+        v = lc.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"launcher.{key} must be an integer >= {lo}, got {v!r}")
+    v = lc.get("ntasks_per_node")
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+        raise ConfigError(f"launcher.ntasks_per_node must be null or an integer >= 1, got {v!r}")
+    for key in ("time", "signal"):
+        if not isinstance(lc.get(key), str) or not lc[key]:
+            raise ConfigError(f"launcher.{key} must be a non-empty string (e.g. 01:00:00, USR1@90), got {lc.get(key)!r}")
+    if not isinstance(lc.get("retry_states"), list) or not all(isinstance(x, str) for x in lc["retry_states"]):
+        raise ConfigError(f"launcher.retry_states must be a list of Slurm job states, got {lc.get('retry_states')!r}")
+    ranks, nodes = int(cfg["train"].get("num_processes", 1)), lc["nodes"]
+    per_node = lc.get("ntasks_per_node") or max(1, ranks // nodes)
+    if nodes * per_node != ranks:
+        raise ConfigError(f"launcher.nodes ({nodes}) x ntasks_per_node ({per_node}) must equal "
+                          f"train.num_processes ({ranks})")
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -78,6 +78,8 @@ def _proposer(cfg: dict, model_path: Path):
     name = cfg["proposer"]["name"]
     if name == "self":
         return make_proposer("self", model_path=model_path, **_backend_kwargs(cfg))
+    if name == "openai":
+        return make_proposer("openai", **_backend_kwargs(cfg))
     return make_proposer(name)
 
 
@@ -150,6 +152,8 @@ def run_proposal(cfg: dict, ctx, model_path: Path, limits: Limits, seed: int, ou
                "selected": None if best is None else best["index"],
                "code_origin": None if best is None else best["code_origin"],
                "candidates": [{k2: v for k2, v in r.items() if k2 != "plan"} for r in results]}
+    if hasattr(proposer, "usage"):  # requests, retries, tokens and cost of this attempt (openai)
+        summary["usage"] = proposer.usage
     if best is None:
         reasons = sorted({p for r in results for p in r["problems"]})
         summary["reason"] = f"no valid plan among {len(results)} candidates: " + "; ".join(reasons[:6])

@@ -3,6 +3,7 @@
     self    the parent model, constrained to the plan's JSON schema (SelfProposer)
     random  uniform samples from the same space (RandomProposer)
     fixed   the human seed recipe on a shrunk copy of the parent (FixedProposer)
+    openai  any OpenAI-compatible chat-completions server, e.g. vLLM (OpenAIProposer)
 
 Every backend returns `Candidate`s in the Plan's JSON shape; validation is the caller's.
 """
@@ -34,13 +35,21 @@ def _fixed(**kw: Any) -> Proposer:
     return FixedProposer(**kw)
 
 
-# name -> factory; an "openai" backend registers here later.
-PROPOSERS: dict[str, Callable[..., Proposer]] = {"self": _self, "random": _random, "fixed": _fixed}
+def _openai(**kw: Any) -> Proposer:
+    from .openai_api import OpenAIProposer  # standard library only
+
+    return OpenAIProposer(**kw)
+
+
+# name -> factory
+PROPOSERS: dict[str, Callable[..., Proposer]] = {"self": _self, "random": _random, "fixed": _fixed,
+                                                 "openai": _openai}
 
 
 def make_proposer(name: str, **kwargs: Any) -> Proposer:
-    """Build the proposer called `name` ("self", "random", "fixed") with its kwargs
-    (SelfProposer needs model_path=...). Unknown names raise ValueError with the options."""
+    """Build the proposer called `name` ("self", "random", "fixed", "openai") with its kwargs
+    (SelfProposer needs model_path=..., OpenAIProposer its config keys). Unknown names
+    raise ValueError with the options."""
     try:
         factory = PROPOSERS[name]
     except KeyError:

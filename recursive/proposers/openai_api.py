@@ -1,0 +1,333 @@
+"""`proposer=openai`: plans from any OpenAI-compatible chat-completions server.
+
+A vLLM server (`vllm serve MODEL`), another served open model, or a hosted API. One
+request per candidate, with seed = seed + index, so candidate i depends only on (ctx,
+seed, i) wherever the server honours seeds. With structured_output=json_schema the
+request carries `proposal_schema(ctx)` as a strict response_format (vLLM then decodes
+under it as the self proposer does with xgrammar); json_object asks only for JSON and
+none for nothing, and both put the schema in the system message instead. Whatever the
+server promises, every plan is validated afterwards (`recursive.propose.judge`).
+
+HTTP is the standard library's (urllib): no client package to pin, and the server's
+JSON is parsed by the same json module that parses every other plan. The API key is
+read from the environment at each propose() and only ever put in the Authorization
+header; it is not stored, logged or written anywhere.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .base import SEPARATORS, Candidate, ProposalContext
+from .prompt import build_prompt
+from .schema import proposal_schema
+
+STRUCTURED = ("json_schema", "json_object", "none")
+MAX_REPLY_BYTES = 8 << 20  # a plan is a few kB; a reply past this is a broken (or hostile) server
+LOOP_KEYS = ("name", "candidates", "screen_steps")  # read by recursive.propose, not by the backend
+SYSTEM = ("You write the training plan of a smaller successor language model. Reply with one JSON "
+          "object and nothing else; its keys: schema_version, model, data, hparams, code, rationale. "
+          "A `code` that is not a valid recipe module is replaced by the parent's recipe.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `proposer` config group of proposer=openai (configs/proposer/openai.yaml)."""
+
+    base_url: str = "http://localhost:8000/v1"  # API root; requests go to {base_url}/chat/completions
+    model: str | None = None  # served model name; None: the only one GET {base_url}/models lists
+    api_key_env: str = "OPENAI_API_KEY"  # env var holding the key; unset or empty: no Authorization header
+    timeout_s: float = 120.0  # socket timeout of one request (connect, and each wait for bytes)
+    max_retries: int = 3  # retries of a request after 429, 5xx, a timeout or a connection error
+    backoff_s: float = 1.0  # first retry delay, doubled each retry; a Retry-After header overrides it
+    max_backoff_s: float = 60.0  # cap of any delay, Retry-After included
+    temperature: float = 0.7
+    max_tokens: int = 900  # completion tokens per candidate; a reply cut there is "truncated"
+    structured_output: str = "json_schema"  # json_schema | json_object | none (see module docstring)
+    link_context: bool = True  # root anyOf per context (proposal_schema); False for OpenAI's hosted API
+    logprobs: bool = False  # ask for token log-probs: Candidate.logprob, used when nothing is screened
+    concurrency: int = 4  # requests in flight at once (a vLLM server batches them)
+    price_per_1k_prompt: float = 0.0  # USD per 1000 prompt tokens, for usage.cost_usd
+    price_per_1k_completion: float = 0.0  # USD per 1000 completion tokens
+    prompt_chars: int = 1200  # build_prompt's max_chars
+    code_max_chars: int = 64  # schema bound of the plan's code string
+    rationale_max_chars: int = 48  # schema bound of the plan's rationale string
+    extra_body: dict[str, Any] | None = None  # merged into each request body (vLLM: top_k, ...)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "float": (int, float), "int": (int,), "bool": (bool,)}
+
+
+def settings_problems(cfg: dict[str, Any]) -> list[str]:
+    """Problems of a `proposer` config dict for this backend, each naming its key
+    (`proposer.<key>`); loop keys (name, candidates, screen_steps) are ignored."""
+    known = {f.name: f for f in fields(Settings)}
+    out = [f"proposer.{k}: unknown key for proposer=openai (known: {', '.join(known)})"
+           for k in cfg if k not in known and k not in LOOP_KEYS]
+    for name, f in known.items():
+        if name not in cfg:
+            continue
+        value, typ = cfg[name], str(f.type).split(" ")[0]  # annotations are strings: "str | None" -> "str"
+        if name == "model" and value is None:
+            continue
+        if name == "extra_body":
+            if value is not None and not isinstance(value, dict):
+                out.append(f"proposer.extra_body: must be a mapping, got {value!r}")
+            continue
+        if isinstance(value, bool) != (typ == "bool") or not isinstance(value, _TYPES[typ]):
+            out.append(f"proposer.{name}: must be {typ}, got {value!r}")
+            continue
+        if typ in ("int", "float") and not (math.isfinite(value) and value >= 0):
+            out.append(f"proposer.{name}: must be a finite number >= 0, got {value!r}")
+    if not out:
+        s = {**{f.name: getattr(Settings(), f.name) for f in fields(Settings)}, **cfg}
+        if not str(s["base_url"]).startswith(("http://", "https://")):
+            out.append(f"proposer.base_url: must start with http:// or https://, got {s['base_url']!r}")
+        if s["structured_output"] not in STRUCTURED:
+            out.append(f"proposer.structured_output: must be one of {', '.join(STRUCTURED)}, "
+                       f"got {s['structured_output']!r}")
+        for name in ("timeout_s", "max_tokens", "concurrency", "prompt_chars"):
+            if not s[name] > 0:
+                out.append(f"proposer.{name}: must be > 0, got {s[name]!r}")
+        if s["model"] is not None and not str(s["model"]).strip():
+            out.append("proposer.model: must be a model name or null, got an empty string")
+    return out
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable, self.retry_after = retryable, retry_after
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), if any."""
+    value = (headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _server_message(e: urllib.error.HTTPError) -> str:
+    """The error text of an HTTP error body: OpenAI's {"error": {"message"}}, vLLM's
+    {"message"}, FastAPI's {"detail"}, else the raw body; one line, at most 300 chars."""
+    try:
+        raw = e.read(1 << 16).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        raw = ""
+    try:
+        body = json.loads(raw)
+        err = body.get("error", body) if isinstance(body, dict) else body
+        msg = err.get("message") or err.get("detail") or raw if isinstance(err, dict) else err
+    except ValueError:
+        msg = raw
+    return " ".join(str(msg or e.reason).split())[:300]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _strip_fence(text: str) -> str:
+    """A reply wrapped in a markdown ```json fence (common without structured output)."""
+    t = text.strip()
+    if t.startswith("```") and t.endswith("```"):
+        t = t[3:-3]
+        return t[4:] if t.startswith("json") else t
+    return t
+
+
+class OpenAIProposer:
+    """k chat completions from an OpenAI-compatible server, one request per candidate.
+    Keyword arguments are `Settings` fields; a bad one raises ConfigError naming it.
+    `usage` is {requests, retries, prompt_tokens, completion_tokens, cost_usd, seconds,
+    model} of the last propose()."""
+
+    name = "openai"
+
+    def __init__(self, **settings: Any) -> None:
+        from recursive.config import ConfigError
+
+        problems = settings_problems(settings)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        self.s = Settings(**{k: v for k, v in settings.items() if k not in LOOP_KEYS})
+        self.usage: dict[str, Any] = {}
+        self._lock = threading.Lock()  # usage counters are shared by the request threads
+
+    def propose(self, ctx: ProposalContext, k: int, seed: int) -> list[Candidate]:
+        """k candidates; a failed request is a candidate with plan None and an error."""
+        s, t0 = self.s, time.perf_counter()
+        self.usage = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                      "cost_usd": 0.0, "seconds": 0.0, "model": s.model}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(s.api_key_env, "")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        model, error = s.model, None
+        if model is None:
+            model, error = self._served_model(headers)
+            self.usage["model"] = model
+        if error is not None:
+            out = [Candidate(index=i, text="", plan=None, logprob=0.0, n_tokens=0, seconds=0.0, error=error)
+                   for i in range(k)]
+        else:
+            bodies = [json.dumps(self.request_body(ctx, model, seed + i), separators=SEPARATORS).encode()
+                      for i in range(k)]
+            workers = max(1, min(k, s.concurrency))
+            if workers == 1:
+                out = [self._one(i, b, headers) for i, b in enumerate(bodies)]
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    out = list(pool.map(lambda ib: self._one(ib[0], ib[1], headers), enumerate(bodies)))
+        u = self.usage
+        u["cost_usd"] = round(u["prompt_tokens"] / 1000 * s.price_per_1k_prompt
+                              + u["completion_tokens"] / 1000 * s.price_per_1k_completion, 6)
+        u["seconds"] = round(time.perf_counter() - t0, 3)
+        return out
+
+    def request_body(self, ctx: ProposalContext, model: str, seed: int) -> dict[str, Any]:
+        """The JSON body of one chat-completions request (deterministic in its arguments)."""
+        s = self.s
+        schema = proposal_schema(ctx, code_max_chars=s.code_max_chars, rationale_max_chars=s.rationale_max_chars,
+                                 link_context=s.link_context)
+        system = SYSTEM
+        if s.structured_output != "json_schema":  # the server is not told the schema: the model is
+            system += " It must match this JSON schema: " + json.dumps(schema, separators=SEPARATORS)
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": build_prompt(ctx, s.prompt_chars)}],
+            "temperature": s.temperature, "max_tokens": s.max_tokens, "n": 1, "seed": int(seed),
+        }
+        if s.structured_output == "json_schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "plan", "schema": schema, "strict": True}}
+        elif s.structured_output == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        if s.logprobs:
+            body["logprobs"] = True
+        body.update(s.extra_body or {})
+        return body
+
+    def _served_model(self, headers: dict[str, str]) -> tuple[str | None, str | None]:
+        """(model, None) for the one model GET {base_url}/models lists, else (None, error)."""
+        url = self.s.base_url.rstrip("/") + "/models"
+        reply, error = self._call(url, None, headers)
+        if error is not None:
+            return None, f"proposer.model is null and listing the served models failed: {error}"
+        data = reply.get("data") if isinstance(reply, dict) else None
+        names = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        if len(names) != 1 or not isinstance(names[0], str):
+            return None, (f"proposer.model is null but {url} lists {len(names)} models "
+                          f"({', '.join(map(str, names[:5]))}); set proposer.model")
+        return names[0], None
+
+    def _one(self, index: int, body: bytes, headers: dict[str, str]) -> Candidate:
+        t0 = time.perf_counter()
+        reply, error = self._call(self.s.base_url.rstrip("/") + "/chat/completions", body, headers)
+        secs = time.perf_counter() - t0
+        if error is not None:
+            return Candidate(index=index, text="", plan=None, logprob=0.0, n_tokens=0, seconds=secs, error=error)
+        return self._candidate(index, reply, secs)
+
+    def _count(self, key: str, n: int) -> None:
+        with self._lock:
+            self.usage[key] += n
+
+    def _call(self, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[Any, str | None]:
+        """(parsed JSON reply, None), or (None, error) once retries are spent or the error
+        is not worth retrying (a 4xx other than 429, a reply that is not JSON)."""
+        s = self.s
+        for attempt in range(s.max_retries + 1):
+            self._count("requests", 1)
+            try:
+                return self._http(url, body, headers), None
+            except _Failure as f:
+                if not f.retryable or attempt == s.max_retries:
+                    return None, str(f) + (f" (after {attempt + 1} tries)" if attempt else "")
+                delay = f.retry_after if f.retry_after is not None else s.backoff_s * 2 ** attempt
+                self._count("retries", 1)
+                time.sleep(min(delay, s.max_backoff_s))
+        raise AssertionError("unreachable")
+
+    def _http(self, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
+        method = "POST" if body is not None else "GET"
+        req = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.s.timeout_s) as resp:
+                raw = resp.read(MAX_REPLY_BYTES + 1)
+        except urllib.error.HTTPError as e:
+            retry = e.code == 429 or e.code >= 500
+            raise _Failure(f"HTTP {e.code} from {url}: {_server_message(e)}", retry,
+                           _retry_after(e.headers) if retry else None) from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, TimeoutError):
+                raise _Failure(f"timeout: no reply from {url} within timeout_s={self.s.timeout_s}", True) from None
+            raise _Failure(f"cannot reach {url}: {e.reason}", True) from None
+        except TimeoutError:
+            raise _Failure(f"timeout: no reply from {url} within timeout_s={self.s.timeout_s}", True) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise _Failure(f"connection to {url} failed: {type(e).__name__}: {e}", True) from None
+        if len(raw) > MAX_REPLY_BYTES:
+            raise _Failure(f"reply from {url} is larger than {MAX_REPLY_BYTES} bytes", False)
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            snippet = " ".join(raw[:200].decode("utf-8", "replace").split())
+            raise _Failure(f"reply from {url} is not JSON: {snippet!r}", False) from None
+
+    def _candidate(self, index: int, reply: Any, secs: float) -> Candidate:
+        """A Candidate from one chat-completions reply; usage is added to self.usage."""
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
+        tokens = {k: v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+                  for k, v in ((k, usage.get(k)) for k in ("prompt_tokens", "completion_tokens"))}
+        for k, v in tokens.items():
+            self._count(k, v)
+        choices = reply.get("choices") if isinstance(reply, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content")
+        logprob = 0.0
+        lp = choice.get("logprobs")
+        if isinstance(lp, dict) and isinstance(lp.get("content"), list):
+            logprob = float(sum(t["logprob"] for t in lp["content"]
+                                if isinstance(t, dict) and isinstance(t.get("logprob"), (int, float))
+                                and math.isfinite(t["logprob"])))
+        cand = Candidate(index=index, text=content if isinstance(content, str) else "", plan=None,
+                         logprob=logprob, n_tokens=tokens["completion_tokens"], seconds=secs)
+        if not isinstance(content, str):
+            refusal = message.get("refusal")
+            cand.error = f"model refused: {refusal}" if refusal else "reply has no choices[0].message.content"
+        elif choice.get("finish_reason") == "length":
+            cand.error = f"truncated: the reply reached max_tokens={self.s.max_tokens}"
+        else:
+            try:
+                plan = json.loads(_strip_fence(content), parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+                cand.error = f"invalid JSON in the reply's content: {e or type(e).__name__}"
+            else:
+                if isinstance(plan, dict):
+                    cand.plan = plan
+                else:
+                    cand.error = f"the reply's content is JSON but not an object (got {type(plan).__name__})"
+        return cand
