@@ -92,6 +92,13 @@ def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifes
         parent, _ = load_model(parent_path)
         out["fidelity"] = {"kl_to_parent": safety.kl_to_parent(model, parent, list(shards.values()), ctx,
                                                                 max(1, windows // 2))}
+    harness = cfg.get("lm_eval") or {}
+    if harness.get("tasks"):  # optional extra: imported only when tasks are configured
+        model = parent = None  # the harness loads its own copy from model_path
+        from recursive.evaluate.lm_harness import run_lm_eval
+        out["lm_eval"] = run_lm_eval(model_path, list(harness["tasks"]), harness.get("include_path"),
+                                     harness.get("limit"), harness.get("batch_size", 8),
+                                     device="cuda" if torch.cuda.is_available() else "cpu")
     return out
 
 

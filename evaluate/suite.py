@@ -51,9 +51,29 @@ def code_hashes() -> dict[str, str]:
     return {f"evaluate/{p.name}": sha256_file(p) for p in sorted(EVAL_CODE.glob("*.py"))}
 
 
+def lm_eval_files(include_path: str | None) -> dict[str, str]:
+    """Every file under `evaluate.lm_eval.include_path` (task YAMLs, their local data and
+    any task code), absolute path -> sha256; data a YAML reads from elsewhere is not covered."""
+    if not include_path:
+        return {}
+    root = Path(include_path).expanduser().resolve()
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return {str(p): sha256_file(p) for p in sorted(files)}
+
+
+def _include_path(run_dir: Path) -> str | None:
+    # the loop writes the resolved config before it takes the snapshot
+    p = run_dir / "config.json"
+    return ((read_json(p).get("evaluate") or {}).get("lm_eval") or {}).get("include_path") if p.exists() else None
+
+
 def snapshot(run_dir: Path, manifest: dict) -> dict:
     """Hashes of eval data and eval code, as the lineage starts."""
-    return {"data": eval_files(run_dir, manifest), "code": code_hashes()}
+    out = {"data": eval_files(run_dir, manifest), "code": code_hashes()}
+    include = _include_path(run_dir)
+    if include:
+        out["lm_eval"] = {"include_path": str(Path(include).expanduser().resolve()), "files": lm_eval_files(include)}
+    return out
 
 
 def verify(run_dir: Path, reference: dict) -> list[str]:
@@ -70,6 +90,12 @@ def verify(run_dir: Path, reference: dict) -> list[str]:
         if now.get(rel) != sha:
             out.append(f"eval code {rel} changed since the lineage started")
     out += [f"eval code {rel} added since the lineage started" for rel in sorted(set(now) - set(reference["code"]))]
+    if "lm_eval" in reference:
+        then, now = reference["lm_eval"]["files"], lm_eval_files(reference["lm_eval"]["include_path"])
+        out += [f"lm_eval task file {p} is missing" for p in sorted(set(then) - set(now))]
+        out += [f"lm_eval task file {p} changed since the lineage started"
+                for p in sorted(then) if p in now and now[p] != then[p]]
+        out += [f"lm_eval task file {p} added since the lineage started" for p in sorted(set(now) - set(then))]
     return out
 
 
