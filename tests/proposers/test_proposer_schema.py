@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from recursive.plan import Plan
+from recursive.plan import ModelSpec, Plan, count_params
 from recursive.proposers import plan_text, proposal_schema
 from recursive.proposers.base import SEPARATORS
 from recursive.proposers.random_search import sample_schema
@@ -100,6 +100,9 @@ def test_schema_samples_are_valid_plans(make_ctx, check_schema, seed_code):
         assert m["num_heads"] % m["num_kv_heads"] == 0
         assert m["num_layers"] <= 4 and m["num_heads"] <= 4 and m["num_kv_heads"] <= 2 and m["context"] <= 256
         assert hp["steps"] * hp["batch_size"] * m["context"] <= ctx.budget["max_train_tokens"]
+        # the parameter budget holds for every sample, not just most
+        params = count_params(ModelSpec.model_validate(m), ctx.budget["vocab_size"])
+        assert params <= ctx.budget["param_ratio"] * ctx.parent["params"]
         Plan.model_validate({**plan, "code": seed_code})
     unlinked = proposal_schema(ctx, link_context=False)
     for _ in range(100):
@@ -131,10 +134,12 @@ def test_schema_follows_parent_and_budget(make_ctx):
                  context=128, tie_embeddings=True)
     schema = proposal_schema(make_ctx(parent_model=small, max_train_tokens=10_000))
     for root, context in zip(schema["anyOf"], [64, 128]):
-        model = root["properties"]["model"]  # one head -> a single branch, no anyOf
-        assert model["properties"]["head_dim"]["enum"] == [16, 32]
-        assert model["properties"]["context"]["enum"] == [context]
-        assert model["properties"]["intermediate_size"]["maximum"] == 100
+        model = root["properties"]["model"]
+        branches = model.get("anyOf", [model])  # one per architecture that fits the budget
+        assert {b["properties"]["head_dim"]["const"] for b in branches} <= {16, 32}
+        assert all(b["properties"]["num_heads"]["const"] == 1 for b in branches)
+        assert all(b["properties"]["context"]["enum"] == [context] for b in branches)
+        assert all(b["properties"]["intermediate_size"]["maximum"] <= 100 for b in branches)
         for branch in root["properties"]["hparams"]["anyOf"]:
             b = branch["properties"]["batch_size"]["const"]
             assert branch["properties"]["steps"]["maximum"] == max(1, 10_000 // (b * context))
