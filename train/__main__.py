@@ -58,5 +58,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Leave without the interpreter's teardown: with gloo process groups, destructors at
+    exit sometimes abort a rank ("terminate called without an active exception") after all
+    work is done and written, and srun/torchrun then fail the whole step. Every output is
+    already on disk (atomic renames), so flush and leave."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        rc = main(sys.argv[1:])
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # a crash of the stage itself: print it as Python would, then leave
+        traceback.print_exc()
+        rc = 1
+    _exit(rc)
