@@ -169,7 +169,14 @@ def competence(cfg: dict, ctx, model_path: Path, limits: Limits, seed: int) -> d
     proposer = make_proposer("self", model_path=model_path, **p)
     k = int(cfg["evaluate"]["proposer_samples"])
     results = judge(proposer.propose(ctx, k, seed), ctx.parent_plan["code"], limits)
+    problems: dict[str, int] = {}
+    for r in results:
+        for p in r["problems"][:3]:
+            key = p if len(p) <= 160 else p[:157] + "..."
+            problems[key] = problems.get(key, 0) + 1
     return {"valid_plan_rate": sum(r["valid"] for r in results) / max(1, k),
             "code_valid_rate": sum(r["code_valid"] for r in results) / max(1, k),
             "samples": k,
-            "mean_tokens": sum(r["n_tokens"] for r in results) / max(1, k)}
+            "mean_tokens": sum(r["n_tokens"] for r in results) / max(1, k),
+            # why invalid samples were invalid, most frequent first (the gate's reason is the rate)
+            "problems": dict(sorted(problems.items(), key=lambda kv: -kv[1])[:5])}

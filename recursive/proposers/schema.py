@@ -106,15 +106,21 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
     p_kv = max(1, min(int(parent["num_kv_heads"]), p_heads))
     p_ffn = min(int(parent["intermediate_size"]), 32768)
     p_hd = int(parent["head_dim"])
+    exact = band is not None and vocab_size is not None
+    if exact:
+        # the band bounds the total, so each dimension may shrink further (a 3-head parent
+        # can have a 2-head child) down to the budget's min_param_ratio of the parent's
+        floor = min(floor, max(0.125, float(band[0]) / max(1, _count(parent, vocab_size, int(parent["intermediate_size"])))))
     head_dims = [d for d in HEAD_DIMS if floor * p_hd <= d <= p_hd] or [min(HEAD_DIMS, key=lambda d: abs(d - p_hd))]
-    layers = range(max(1, math.ceil(floor * p_layers)), p_layers + 1)
+    layers = _spread(range(max(1, math.ceil(floor * p_layers)), p_layers + 1), 8)
     ffn_lo, ffn_hi = max(16, int(floor * p_ffn)), p_ffn
     branches = []
-    for h in range(max(1, math.ceil(floor * p_heads)), p_heads + 1):
+    heads = range(max(1, math.ceil(floor * p_heads)), p_heads + 1)
+    for h in (_spread(heads, 8) if exact else heads):
         kvs = [d for d in range(1, min(h, p_kv) + 1) if h % d == 0]
         if band is None or vocab_size is None:
             branches.append(_obj({
-                "num_layers": _int(layers[0], layers[-1]),
+                "num_layers": _int(min(layers), max(layers)),
                 "num_heads": {"const": h},
                 "num_kv_heads": {"enum": kvs},
                 "head_dim": {"enum": head_dims},
@@ -145,6 +151,22 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
     if not branches:  # no architecture of the trust region fits the budget: the budget's validator says why
         return _model_schema(parent, contexts, floor)
     return _any(branches)
+
+
+def _spread(values: range, n: int) -> list[int]:
+    """At most n values of `values`, evenly spread, ends included: keeps the number of exact
+    branches bounded for big parents (48 layers x 64 heads would be tens of thousands)."""
+    v = list(values)
+    if len(v) <= n:
+        return v
+    return sorted({v[round(i * (len(v) - 1) / (n - 1))] for i in range(n)})
+
+
+def _count(m: dict[str, Any], vocab: int, ffn: int) -> int:
+    d = int(m["num_heads"]) * int(m["head_dim"])
+    kvd = int(m["num_kv_heads"]) * int(m["head_dim"])
+    return (int(m["num_layers"]) * (2 * d * d + 2 * d * kvd + 3 * d * ffn + 2 * d)
+            + vocab * d * (1 if m["tie_embeddings"] else 2) + d)
 
 
 def _ffn_range(layers: int, heads: int, kv: int, head_dim: int, tie: bool, vocab: int,
