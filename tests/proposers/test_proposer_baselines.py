@@ -29,8 +29,12 @@ def test_random_within_schema_and_deterministic(make_ctx, check_schema):
 
 def test_random_covers_the_space(make_ctx):
     plans = [c.plan for c in make_proposer("random").propose(make_ctx(), 400, seed=0)]
-    # a successor keeps at least half of each parent dimension (the parent here has 4 heads)
-    assert {p["model"]["num_heads"] for p in plans} == {2, 3, 4}
+    # no min_param_ratio in this budget: every head count that fits param_ratio x parent
+    # (the parent here has 4 heads) is reachable, and every sample fits it
+    assert {p["model"]["num_heads"] for p in plans} == {1, 2, 3, 4}
+    ctx = make_ctx()
+    assert all(count_params(ModelSpec.model_validate(p["model"]), ctx.budget["vocab_size"])
+               <= ctx.budget["param_ratio"] * ctx.parent["params"] for p in plans)
     assert {p["hparams"]["optimizer"] for p in plans} == {"adamw", "sgd"}
     assert {p["model"]["tie_embeddings"] for p in plans} == {True, False}
     lrs = [p["hparams"]["lr"] for p in plans]
