@@ -25,7 +25,7 @@ from recursive.config import ConfigError, dump_yaml, package_path, resume_confli
 from recursive.io import atomic_write_json, atomic_write_text, read_json, sha256_tree
 from recursive.plan import Plan, count_params
 from recursive.propose import competence, make_context, run_proposal
-from recursive.validate import Limits, validate_plan
+from recursive.validate import Limits, batch_multiple, validate_plan
 
 
 class StageError(RuntimeError):
@@ -65,7 +65,8 @@ def make_limits(cfg: dict, vocab_size: int, parent_params: int | None, manifest:
                   param_ratio=float(b["param_ratio"]), max_params=int(b["max_params"]),
                   max_train_tokens=int(b["max_train_tokens"]), min_param_ratio=float(b["min_param_ratio"]),
                   min_train_tokens=int(b["min_train_tokens"]), contamination=contamination,
-                  max_contamination_rate=float(cfg["evaluate"]["max_contamination_rate"]))
+                  max_contamination_rate=float(cfg["evaluate"]["max_contamination_rate"]),
+                  batch_multiple=batch_multiple(cfg["train"]))
 
 
 def derive_seed(*parts: Any) -> int:
@@ -224,7 +225,8 @@ class Lineage:
             proposal = {"proposer": "seed", "code_origin": "seed", "candidates": []}
         else:
             parent_dir = self.run_dir / "generations" / f"gen_{parent['generation']:03d}" / f"attempt_{parent['attempt']:02d}"
-            verify_model(parent_dir / "model", parent.get("model_sha256"), f"parent {parent_dir.name} of gen {g}")
+            verify_model(parent_dir / "model", parent.get("model_sha256"),
+                         f"parent {lineage.attempt_id(parent['generation'], parent['attempt'])} of gen {g}")
             ctx = make_context(self.cfg, self.run_dir, g, a, parent, parent_dir, seed_plan(self.cfg))
             limits = make_limits(self.cfg, self.vocab_size, parent["params"], self.manifest)
             screen = None
@@ -266,6 +268,9 @@ class Lineage:
             raise Requeue(f"training of {d.relative_to(self.run_dir)} was preempted at step "
                           f"{info.get('step', '?')} (checkpoint {info.get('checkpoint', '?')}); "
                           "run the same command again to resume from it")
+        if (d / "train_error.json").exists():  # the trainer's one-line account (its traceback is in train.log)
+            raise StageError(f"training process exited with {rc} ({read_json(d / 'train_error.json')['error']}); "
+                             f"see {d / 'train.log'}")
         tail = (d / "train.log").read_text(errors="replace").strip().splitlines()[-5:]
         raise StageError(f"training process exited with {rc}; see {d / 'train.log'}: " + " | ".join(tail))
 
@@ -393,7 +398,8 @@ class Lineage:
 def verify_model(model_dir: Path, expected: str | None, what: str) -> None:
     """Refuse to evaluate, promote or propose from a model whose files changed since training."""
     if not (model_dir / "config.json").exists():
-        raise StageError(f"{what}: model files missing at {model_dir}")
+        raise StageError(f"{what}: model files missing at {model_dir} (the model recorded after training "
+                         f"has sha256 {(expected or 'none')[:16]})")
     if expected is None or sha256_tree(model_dir) != expected:
         raise StageError(f"{what}: model files at {model_dir} do not match the sha256 recorded after "
                          f"training ({(expected or 'none')[:16]}); refusing to use a damaged model")
@@ -467,7 +473,7 @@ def research_entries(run_dir: Path, seed: Plan) -> list[dict]:
         if not (d / "plan.json").exists():
             continue
         plan = read_json(d / "plan.json")
-        if e.get("code_origin") != "proposed":
+        if e.get("code_origin") not in ("proposed", "edited"):
             plan["code"] = ""
         prompt = (d / "proposal" / "prompt.txt").read_text() if (d / "proposal" / "prompt.txt").exists() else ""
         out.append({"generation": e["generation"], "attempt": e["attempt"], "status": e["status"], "prompt": prompt,

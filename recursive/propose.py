@@ -20,8 +20,8 @@ from pathlib import Path
 from recursive import lineage
 from recursive.io import atomic_write_json, atomic_write_text, read_json
 from recursive.plan import Plan
-from recursive.recipe import check_policy, smoke_test
-from recursive.validate import Limits, validate_plan
+from recursive.recipe import apply_edits, check_policy, is_edit, smoke_test
+from recursive.validate import Limits, batch_multiple, validate_plan
 
 RECIPE_API = ("The recipe module defines lr_lambda(step, total_steps, warmup_steps) -> lr multiplier in [0, 10] "
               "and loss(logits, labels, teacher_logits, hp) -> scalar tensor; it may import only math, torch "
@@ -50,7 +50,8 @@ def make_context(cfg: dict, run_dir: Path, g: int, a: int, parent: dict, parent_
         seed_plan=seed.model_dump(mode="json"), parent_plan=parent_plan, sources=sources,
         budget={"param_ratio": b["param_ratio"], "min_param_ratio": b["min_param_ratio"], "max_params": b["max_params"],
                 "max_train_tokens": b["max_train_tokens"], "min_train_tokens": b["min_train_tokens"], "vocab_size": cfg["data"]["vocab_size"],
-                "wall_clock_s": b.get("wall_clock_s"), "trust_region": b.get("trust_region")},
+                "wall_clock_s": b.get("wall_clock_s"), "trust_region": b.get("trust_region"),
+                "batch_multiple": batch_multiple(cfg["train"])},
         memory=memory, feedback=feedback, recipe_api=RECIPE_API)
 
 
@@ -95,7 +96,14 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
             continue
         proposed = dict(c.plan)
         code = proposed.get("code")
-        if isinstance(code, str) and code == parent_code:
+        edited = isinstance(code, str) and is_edit(code)
+        if edited:
+            res["code_edit"] = code
+            code, edit_problems = apply_edits(parent_code, code)
+            proposed["code"] = code if code is not None else parent_code
+        if edited and code is None:
+            res["code_problems"], origin = edit_problems, "inherited"
+        elif isinstance(code, str) and code == parent_code:
             origin = "inherited"
             res["code_valid"] = True
         else:
@@ -109,7 +117,7 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
                 res["code_problems"] = issues[:5]
                 proposed["code"], origin = parent_code, "inherited"
             else:
-                origin, res["code_valid"] = "proposed", True
+                origin, res["code_valid"] = ("edited" if edited else "proposed"), True
         res["code_origin"] = origin
         plan, problems = validate_plan(proposed, limits)
         res["problems"] = [str(p) for p in problems]
