@@ -40,11 +40,17 @@ class Limits:
     min_param_ratio: float = 0.0     # child params >= min_param_ratio * parent params
     min_train_tokens: int = 0
     min_mixture_sources: int = 1
+    batch_multiple: int = 1           # train.num_processes x train.grad_accum: equal micro-batches per rank
     # source -> (eval set, share of its documents found in the source's training tokens)
     contamination: dict[str, tuple[str, float]] = field(default_factory=dict)
     max_contamination_rate: float = 1.0
     smoke_test: bool = True           # run the recipe in a limited subprocess
     _smoke_cache: dict = field(default_factory=dict, repr=False)
+
+
+def batch_multiple(train_cfg: dict) -> int:
+    """What every batch size must be a multiple of: ranks x gradient-accumulation steps."""
+    return max(1, int(train_cfg.get("num_processes", 1)) * int(train_cfg.get("grad_accum", 1)))
 
 
 def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
@@ -105,6 +111,9 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
     if tokens > limits.max_train_tokens:
         out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens exceeds the "
                                             f"budget's max_train_tokens {limits.max_train_tokens:,}"))
+    if h.batch_size % limits.batch_multiple:
+        out.append(Problem("hparams.batch_size", f"must be a multiple of {limits.batch_multiple} (train.num_processes "
+                                                 f"x train.grad_accum: each rank takes an equal share), got {h.batch_size}"))
     if h.warmup_steps > h.steps:
         out.append(Problem("hparams.warmup_steps", f"must be <= steps ({h.steps}), got {h.warmup_steps}"))
     for name, w in plan.data.mixture.items():

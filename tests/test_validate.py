@@ -90,3 +90,29 @@ def test_token_budget_floor(seed, limits):
     seed["hparams"]["steps"] = 1
     _, problems = validate_plan(seed, limits)
     assert any(p.field == "hparams.steps" and "min_train_tokens" in p.message for p in problems)
+
+
+def test_batch_size_must_split_over_the_ranks(seed):
+    # two DDP ranks with 2 accumulation steps: every batch must split into 4 equal micro-batches
+    ddp = compose_config(["experiment=smoke", "train=ddp", "train.grad_accum=2"])
+    lim = make_limits(ddp, 1024, None)
+    assert lim.batch_multiple == 4
+    seed["hparams"]["batch_size"] = 2
+    seed["hparams"]["steps"] = 1000
+    _, problems = validate_plan(seed, lim)
+    assert [p.field for p in problems] == ["hparams.batch_size"]
+    assert "multiple of 4" in problems[0].message and "train.num_processes" in problems[0].message
+
+
+def test_schema_offers_only_batch_sizes_the_ranks_can_split(seed):
+    from recursive.proposers.base import ProposalContext
+    from recursive.proposers.schema import proposal_schema
+    ctx = ProposalContext(generation=1, attempt=1, parent={"generation": 0, "params": 524928, "model": seed["model"],
+                                                           "metrics": {}},
+                          seed_plan=seed, parent_plan=seed, sources={"code": "", "prose": ""},
+                          budget={"param_ratio": 0.85, "max_params": 10**7, "max_train_tokens": 300000,
+                                  "vocab_size": 1024, "batch_multiple": 4})
+    schema = proposal_schema(ctx)
+    sizes = {b["properties"]["batch_size"]["const"] for root in schema.get("anyOf", [schema])
+             for b in root["properties"]["hparams"]["anyOf"]}
+    assert sizes and all(s % 4 == 0 for s in sizes)

@@ -188,7 +188,7 @@ def _around(value: float, factor: float, lo: float, hi: float) -> tuple[float, f
 
 def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
                     parent: dict[str, Any] | None = None, region: dict[str, float] | None = None,
-                    parent_tokens: int = 0) -> dict[str, Any]:
+                    parent_tokens: int = 0, batch_multiple: int = 1) -> dict[str, Any]:
     budget = (max_tokens, min_tokens)
     branches = []
     lr, wd, clip = (0.0001, 0.01), (0.0, 0.3), (0.0, 2.0)
@@ -202,7 +202,8 @@ def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
         optimizers = [parent["optimizer"]]
         min_tokens = max(min_tokens, int(parent_tokens / region["tokens_factor"]))
         max_tokens = min(max_tokens, int(parent_tokens * region["tokens_factor"]))
-    for b in BATCH_SIZES:
+    # every rank gets the same micro-batch: batch_size is a multiple of ranks x grad_accum
+    for b in [b for b in BATCH_SIZES if b % batch_multiple == 0] or [batch_multiple]:
         steps_max = max(1, min(MAX_STEPS, max_tokens // (b * context)))
         steps_min = max(1, -(-min_tokens // (b * context)))  # ceil: the budget's min_train_tokens
         if steps_min > steps_max:
@@ -222,7 +223,7 @@ def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
             "distill_temperature": _num(1, 4),
         }))
     if not branches and parent is not None:  # trust region and budget do not meet: the budget wins
-        return _hparams_schema(*budget[:1], context, budget[1])
+        return _hparams_schema(*budget[:1], context, budget[1], batch_multiple=batch_multiple)
     return _any(branches)
 
 
@@ -293,8 +294,9 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
         })
 
     contexts = _contexts(parent)
+    mult = int(ctx.budget.get("batch_multiple") or 1)
     if link_context:
-        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens, parent_h, region, parent_tokens)) for c in contexts])
+        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens, parent_h, region, parent_tokens, mult)) for c in contexts])
     else:
-        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens, parent_h, region, parent_tokens))
+        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens, parent_h, region, parent_tokens, mult))
     return sort_schema_keys(schema) if sort_keys else schema
