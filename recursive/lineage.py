@@ -62,7 +62,12 @@ def promoted(run_dir: Path) -> list[dict]:
 def show_json(run_dir: Path) -> dict[str, Any]:
     keys = ("generation", "attempt", "status", "parent", "plan_path", "model_path", "params",
             "metrics", "gate", "proposer", "code_origin", "timings", "reason")
-    gens = [{k: e.get(k) for k in keys} for e in attempts(run_dir)]
+    done = attempts(run_dir)
+    gens = [{k: e.get(k) for k in keys} for e in done]
+    for g in gens:
+        # how this model's own proposals fared once trained: its children's outcomes
+        kids = [e for e in done if e.get("parent") == attempt_id(g["generation"], g["attempt"])]
+        g["children"] = {"attempts": len(kids), "promoted": sum(e["status"] == "promoted" for e in kids)}
     stops = [e for e in events(run_dir) if e.get("event") == "stopped"]
     return {"run_dir": str(run_dir), "generations": gens, "stopped": stops[-1] if stops else None}
 
@@ -71,7 +76,8 @@ def show_table(run_dir: Path) -> str:
     data = show_json(run_dir)
     losses = sorted({k for g in data["generations"]
                      for k in ((g.get("metrics") or {}).get("heldout_loss") or {})})
-    head = ["gen", "att", "status", "params", "code"] + [f"loss:{k}" for k in losses] + ["arith", "valid_plans", "gate"]
+    head = (["gen", "att", "status", "params", "code"] + [f"loss:{k}" for k in losses]
+            + ["arith", "valid_plans", "children", "gate"])
     rows = [head]
     for g in data["generations"]:
         m = g.get("metrics") or {}
@@ -82,6 +88,7 @@ def show_table(run_dir: Path) -> str:
                     + [_num(hl.get(k)) for k in losses]
                     + [_num((m.get("arithmetic") or {}).get("exact_match")),
                        _num((m.get("proposer") or {}).get("valid_plan_rate")),
+                       (f"{g['children']['promoted']}/{g['children']['attempts']}" if g["children"]["attempts"] else "-"),
                        "pass" if gate.get("passed") else "; ".join(gate.get("reasons") or [g.get("reason") or "-"])[:70]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

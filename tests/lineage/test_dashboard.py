@@ -140,3 +140,15 @@ def test_dashboard_in_headless_chromium(browser, report, toy_lineages, tmp_path_
 
     assert console == [], console
     assert requests == [report.as_uri()], requests  # opened offline: nothing but the file itself
+
+
+def test_lineage_show_says_how_each_models_proposals_fared(toy_lineages):
+    from recursive.lineage import show_json, show_table
+    self_rd, random_rd = toy_lineages
+    children = {(g["generation"], g["attempt"]): g["children"] for g in show_json(self_rd)["generations"]}
+    # SHAPES["self"]: gen 0's proposals: 1 rejected then 1 promoted; gen 1 attempt 2's: 1 failed, 1 promoted
+    assert children[(0, 1)] == {"attempts": 2, "promoted": 1}
+    assert children[(1, 2)] == {"attempts": 2, "promoted": 1}
+    assert children[(1, 1)] == {"attempts": 0, "promoted": 0} == children[(2, 2)]
+    assert show_json(random_rd)["generations"][1]["children"] == {"attempts": 3, "promoted": 1}
+    assert "children" in show_table(self_rd).splitlines()[0]
