@@ -24,6 +24,7 @@ def _err(msg: str) -> None:
 
 def cmd_run(args) -> int:
     from recursive.config import ConfigError, compose_config
+    cfg: dict = {}
     try:
         cfg = compose_config(args.overrides)
         from recursive.loop import Lineage, Requeue, StageError
@@ -38,7 +39,8 @@ def cmd_run(args) -> int:
         _err(str(e))
         return 1
     except OSError as e:  # unwritable or full run directory: nothing recorded is lost
-        _err(f"run directory: {e.filename or ''}: {e.strerror or e}")
+        # a failed write() (EFBIG, ENOSPC) carries no file name: name the run directory then
+        _err(f"run directory: {e.filename or cfg.get('run_dir', '')}: {e.strerror or e}")
         return 1
     print(json.dumps(result))
     return 0 if result["status"] == "complete" else 1

@@ -20,7 +20,10 @@ import pytest
 pytestmark = pytest.mark.slow
 
 OVERRIDES = ["experiment=smoke", "lineage.generations=0", "logger=none", "hparams.steps=280",
-             "evaluate.proposer_samples=1"]
+             "evaluate.proposer_samples=1", "train.threads=1"]
+# one thread per process: two OpenMP threads on 2 shared cores wait on each other (a CI run
+# of this file took 440 s instead of 60 s while other tests ran)
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
 G0 = "generations/gen_000/attempt_01"
 
 
@@ -60,9 +63,9 @@ def children(pid: int) -> list[int]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("orch_kill")
     ref_dir, chain_dir = root / "reference", root / "chain"
-    ref = subprocess.run(cmd(ref_dir), capture_output=True, text=True, timeout=1200)
+    ref = subprocess.run(cmd(ref_dir), capture_output=True, text=True, timeout=1200, env=ENV)
 
-    proc = subprocess.Popen(cmd(chain_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd(chain_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     log = chain_dir / G0 / "train.log"
     wait_for(lambda: trained_steps(log) >= 40 or proc.poll() is not None, 900, "training to pass step 40")
     assert proc.poll() is None, proc.communicate()[0][-3000:]
@@ -70,14 +73,14 @@ def runs(tmp_path_factory):
     assert trainers, "no training process under the orchestrator"
 
     # while it runs, a second orchestrator on the same run directory is refused
-    second = subprocess.run(cmd(chain_dir), capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd(chain_dir), capture_output=True, text=True, timeout=300, env=ENV)
 
     proc.send_signal(signal.SIGKILL)  # the orchestrator only, not its process group
     proc.wait()
     wait_for(lambda: not any(alive(p) for p in trainers), 120, "the orphaned trainer to exit")
     requeue = chain_dir / G0 / "train_requeue.json"
     requeued = json.loads(requeue.read_text()) if requeue.exists() else None
-    final = subprocess.run(cmd(chain_dir), capture_output=True, text=True, timeout=1200)
+    final = subprocess.run(cmd(chain_dir), capture_output=True, text=True, timeout=1200, env=ENV)
     return {"ref": ref, "final": final, "second": second, "requeued": requeued,
             "ref_dir": ref_dir, "chain_dir": chain_dir}
 
