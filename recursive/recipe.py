@@ -36,6 +36,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
+from recursive.sandbox import recipe_scope
+
 ALLOWED_IMPORTS = {"math", "torch", "torch.nn.functional"}
 REQUIRED = {"lr_lambda": 3, "loss": 4}  # function name -> positional parameters
 SAFE_BUILTINS = (
@@ -416,7 +418,8 @@ def _guarded_call(fn: Callable, name: str, call_seconds: float) -> Callable:
         previous = sys.gettrace()
         sys.settrace(tracer)
         try:
-            return fn(*args)
+            with recipe_scope():  # a scoped runtime guard (the trainer's) acts from here on
+                return fn(*args)
         except RecipeRuntimeError:
             raise
         except Exception as e:  # noqa: BLE001 (anything the recipe raises is the plan's fault)

@@ -104,17 +104,36 @@ def _under(p: Path, roots: Iterable[Path]) -> bool:
 
 
 class _Guard:
-    def __init__(self, read_roots, write_roots, deny_roots):
+    def __init__(self, read_roots, write_roots, deny_roots, scoped: bool = False):
+        self.scoped = scoped
         self.write = [Path(os.path.realpath(r)) for r in write_roots]
         self.read = python_roots() + _SYSTEM_READ + [Path(os.path.realpath(r)) for r in read_roots] + self.write
         self.deny = [Path(os.path.realpath(r)) for r in deny_roots]
         self.violations: list[str] = []
+
+    def check_torch_file(self, name: str, attr: str, args: tuple, kwargs: dict) -> None:
+        """The checks an `open` audit event would get, for torch's C++ file APIs."""
+        if attr == "load_library":
+            self.refuse(f"{name}()")
+        if attr == "save":
+            target, writing = (args[1] if len(args) > 1 else kwargs.get("f")), True
+        else:
+            target, writing = (args[0] if args else kwargs.get("f", kwargs.get("filename"))), False
+        if not isinstance(target, (str, bytes, os.PathLike)):
+            return  # a file object: opened through Python's open, which was checked then
+        p = _real(target)
+        if p is None:
+            return
+        if _under(p, self.deny) or (writing and not _under(p, self.write)) or not _under(p, self.read):
+            self.refuse(f"{name}() on {p}")
 
     def refuse(self, what: str):
         self.violations.append(what)
         raise SandboxViolation(f"sandbox: {what} refused")
 
     def __call__(self, event: str, args: tuple) -> None:
+        if self.scoped and not getattr(_local, "in_recipe", False):
+            return  # the framework's own work (checkpoints, compile workers, collectives)
         if event == "open":
             path, mode, flags = (tuple(args) + (None, None, None))[:3]
             p = _real(path)
@@ -157,14 +176,71 @@ class _Guard:
             self.refuse(event)
 
 
-def install_guard(read_roots: Iterable = (), write_roots: Iterable = (), deny_roots: Iterable = ()) -> None:
+def install_guard(read_roots: Iterable = (), write_roots: Iterable = (), deny_roots: Iterable = (),
+                  scoped: bool = False) -> None:
     """Install the runtime guard in this process (for good: audit hooks cannot be removed).
     read_roots: extra folders/files the process may read (tokenizer, shards, teacher);
     write_roots: folders it may write (the attempt folder); deny_roots: never, even if inside
-    another root. Python's own installation is always readable, so imports keep working."""
-    guard = _Guard(list(read_roots), list(write_roots), list(deny_roots))
+    another root. Python's own installation is always readable, so imports keep working.
+    scoped=True: the guard acts only while recipe code runs (inside `recipe_scope()`, which
+    recursive.recipe enters around every recipe call and the module's own execution): the
+    training process itself must write checkpoints, start compile workers and talk to its
+    peers, the recipe may do none of it."""
+    guard = _Guard(list(read_roots), list(write_roots), list(deny_roots), scoped=scoped)
+    _guard_torch_file_apis(guard)
     _installed.append(guard)
     sys.addaudithook(guard)
+
+
+# torch entry points that open files or load native code from C++, where no audit event is
+# raised (torch.save writes through its own zip writer): wrapped so that a guard sees them
+_TORCH_FILE_APIS = (("torch", "save"), ("torch", "load"), ("torch", "from_file"),
+                    ("torch.UntypedStorage", "from_file"), ("torch.jit", "save"), ("torch.jit", "load"),
+                    ("torch.ops", "load_library"), ("torch.classes", "load_library"))
+
+
+def _guard_torch_file_apis(guard: "_Guard") -> None:
+    if "torch" not in sys.modules:
+        return
+    import functools
+    import importlib
+    for owner_name, attr in _TORCH_FILE_APIS:
+        try:
+            owner = eval(owner_name, {"torch": importlib.import_module("torch")})  # noqa: S307 (fixed names)
+            fn = getattr(owner, attr)
+        except Exception:  # noqa: BLE001 (an API this torch does not have)
+            continue
+        if getattr(fn, "__recursive_guarded__", False):
+            continue
+
+        def make(fn=fn, name=f"{owner_name}.{attr}", attr=attr):
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                if not guard.scoped or getattr(_local, "in_recipe", False):
+                    guard.check_torch_file(name, attr, args, kwargs)
+                return fn(*args, **kwargs)
+            wrapper.__recursive_guarded__ = True
+            return wrapper
+        try:
+            setattr(owner, attr, make())
+        except (AttributeError, TypeError):
+            continue
+
+
+class recipe_scope:
+    """Marks the current thread as running recipe code for scoped guards (re-entrant)."""
+
+    def __enter__(self):
+        self.previous = getattr(_local, "in_recipe", False)
+        _local.in_recipe = True
+
+    def __exit__(self, *exc):
+        _local.in_recipe = self.previous
+        return False
+
+
+def installed() -> bool:
+    return bool(_installed)
 
 
 def violations() -> list[str]:

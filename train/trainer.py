@@ -33,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from recursive import sandbox
 from recursive.data.shards import MixtureSampler, open_shard
 from recursive.io import atomic_write_json
 from recursive.plan import Plan
@@ -118,6 +119,12 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
 
     ckpt: {"root", "every", "keep", "fingerprint", "resume"} enables step checkpoints,
     resume and preemption; None (screening) disables them."""
+    if not sandbox.installed():
+        # defence in depth behind the static policy: while recipe code runs (loading the module,
+        # each lr_lambda/loss call) no file I/O outside Python's own installation, no processes,
+        # sockets, ctypes or frame walks. Scoped: checkpoints, compile workers and collectives
+        # are the trainer's own and run outside the recipe.
+        sandbox.install_guard(read_roots=(), write_roots=(), scoped=True)
     recipe = load_recipe(plan.code)  # the policy is enforced again in the process that runs it
     h = plan.hparams
     total = h.steps if steps is None else max(1, min(steps, h.steps))

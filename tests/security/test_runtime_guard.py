@@ -64,9 +64,9 @@ EXPECTED = {
     "mkdir-outside": "refused", "listdir-eval": "refused", "listdir-home": "refused",
     "subprocess": "refused", "os-system": "refused", "os-fork": "refused", "os-kill-parent": "refused",
     "socket": "refused", "getaddrinfo": "refused", "ctypes-dlopen": "refused", "getframe-from-recipe": "refused", "getframe-library": "allowed",
-    # KNOWN GAP: torch.save(obj, path) writes through torch's C++ file writer, which opens the
-    # file without a Python audit event; only the static policy (no torch.save) stops a recipe
-    "torch-save-outside": "allowed", "torch-load-eval": "refused",
+    # torch.save(obj, path) writes through torch's C++ file writer, with no Python audit event:
+    # the guard wraps torch's file APIs and applies the same path rules
+    "torch-save-outside": "refused", "torch-load-eval": "refused",
     "import-new-stdlib-module": "allowed", "torch-save-write-root": "allowed",
 }
 
@@ -96,7 +96,7 @@ def test_nothing_escaped_to_disk(guard_results):
     from pathlib import Path
     assert not Path("/tmp/sandbox-escape.txt").exists() and not Path("/tmp/sandbox-escape2.txt").exists()
     assert not Path("/tmp/sandbox-escape-dir").exists()
-    Path("/tmp/sandbox-escape.pt").unlink()  # the known gap above: it did get written
+    assert not Path("/tmp/sandbox-escape.pt").exists()  # torch.save's C++ writer is guarded too
     assert (root / "read" / "tokens.bin").read_bytes() == b"\0" * 16
 
 
