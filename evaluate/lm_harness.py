@@ -2,7 +2,7 @@
 
 The harness gives real models standard benchmarks (hellaswag, arc, ...) and lets a lineage
 define its own tasks as YAML on local data (`evaluate.lm_eval.include_path`). It is an
-extra (`pip install -e '.[lm_eval]'`), imported only when tasks are configured. Numbers
+extra (`pip install -e '.[lmeval]'`), imported only when tasks are configured. Numbers
 land in eval.json under `lm_eval.<task>.<metric>`, where a gate criterion can name them.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-INSTALL = "pip install -e '.[lm_eval]'"
+INSTALL = "pip install -e '.[lmeval]'"
 
 
 class LMEvalError(RuntimeError):

@@ -78,7 +78,7 @@ def test_unknown_task_names_the_task_and_the_include_path(tmp_path):
 
 def test_missing_harness_names_the_config_key_and_the_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
-    with pytest.raises(LMEvalError, match=r"evaluate\.lm_eval\.tasks.*pip install -e '\.\[lm_eval\]'"):
+    with pytest.raises(LMEvalError, match=r"evaluate\.lm_eval\.tasks.*pip install -e '\.\[lmeval\]'"):
         run_lm_eval(tmp_path, [TASK])
 
 
