@@ -116,8 +116,21 @@ class Lineage:
         from recursive.wandb_log import make_mirror
         self.mirror = make_mirror(self.cfg, self.run_dir)
 
+    def release(self) -> None:
+        """Let go of the run directory (another orchestrator, or another Lineage object in
+        this process, may take it); the kernel does the same when the process ends."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()
+
     # ---------------------------------------------------------------- the loop
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> dict:
         self.start()
         log(f"run_dir {self.run_dir} (data ready in {self.prepare_seconds:.1f} s)")
         gen0 = self.run_attempt(0, 1, parent=None)

@@ -105,6 +105,7 @@ def test_changed_eval_file_fails_the_gate_and_is_recorded(tmp_path):
                                   f"run_dir={tmp_path / 'run'}"])
     first = Lineage(cfg)
     first.start()
+    first.release()  # the first orchestrator is gone (its process would have ended)
     eval_bin = sorted((first.run_dir / "eval").glob("*.bin"))[0]
     data = bytearray(eval_bin.read_bytes())
     data[:64] = bytes(64)
