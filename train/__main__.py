@@ -8,12 +8,9 @@ environment:
     accelerate launch --multi_gpu --num_processes N -m recursive.train ATTEMPT_DIR
     srun --ntasks N python -m recursive.train ATTEMPT_DIR                   # SLURM
 
-Exit codes the loop reads: 0 trained; 2 the plan or its recipe failed (recorded in
-train_error.json as the attempt's failure, the lineage goes on); 75 preempted (SIGTERM or
-SIGUSR1): a checkpoint was written and ATTEMPT_DIR/train_requeue.json says where; run the
-same command again to resume. Under torchrun the launcher's own exit code is 1 when
-workers exit 75, so the loop should look for train_requeue.json, not only the code.
-Anything else is a crash of the stage itself.
+Exit codes and the files that go with them are recursive/train/protocol.py's: 0 trained;
+2 the plan or its recipe failed (TRAIN_ERROR); 75 preempted, checkpoint written
+(TRAIN_REQUEUE); anything else is a crash of the stage itself.
 """
 
 import os
@@ -22,8 +19,10 @@ import traceback
 from pathlib import Path
 
 from recursive.io import atomic_write_json
+from recursive.train import protocol
 from recursive.train.distributed import shutdown
-from recursive.train.trainer import REQUEUE_EXIT, Preempted, RecipeError, screen, train
+from recursive.train.screen import screen
+from recursive.train.trainer import Preempted, RecipeError, train
 
 
 def _is_rank0() -> bool:
@@ -33,29 +32,29 @@ def _is_rank0() -> bool:
 def main(argv: list[str]) -> int:
     if len(argv) == 2 and argv[0] == "--screen":
         screen(Path(argv[1]))
-        return 0
+        return protocol.EXIT_OK
     if len(argv) != 1:
         print("usage: python -m recursive.train ATTEMPT_DIR | --screen SCREEN_DIR", file=sys.stderr)
-        return 64
+        return protocol.EXIT_USAGE
     attempt_dir = Path(argv[0])
     try:
         train(attempt_dir)
         shutdown()
     except Preempted as p:
-        print(f"training preempted: {p}; exit {REQUEUE_EXIT} (requeue)", file=sys.stderr, flush=True)
+        print(f"training preempted: {p}; exit {protocol.EXIT_REQUEUE} (requeue)", file=sys.stderr, flush=True)
         shutdown()
-        return REQUEUE_EXIT
+        return protocol.EXIT_REQUEUE
     except (RecipeError, ValueError) as e:  # the plan's fault, not the stage's
         if _is_rank0():
-            atomic_write_json(attempt_dir / "train_error.json", {"error": f"{type(e).__name__}: {e}"})
+            atomic_write_json(attempt_dir / protocol.TRAIN_ERROR, {"error": f"{type(e).__name__}: {e}"})
         print(f"training failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
+        return protocol.EXIT_PLAN_FAILED
     except Exception as e:  # noqa: BLE001 (recorded for the lineage, then re-raised as exit 1)
         if _is_rank0():
-            atomic_write_json(attempt_dir / "train_error.json",
+            atomic_write_json(attempt_dir / protocol.TRAIN_ERROR,
                               {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         raise
-    return 0
+    return protocol.EXIT_OK
 
 
 def _exit(code: int) -> None:

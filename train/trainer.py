@@ -4,20 +4,15 @@ Runs as its own process (`python -m recursive.train ATTEMPT_DIR`) because it exe
 plan's untrusted recipe code: the orchestrator never imports it. Rank and world size come
 from the environment (torchrun, `accelerate launch` or srun; see train/distributed.py), so
 one process and many share this code path. Inputs are files in ATTEMPT_DIR (plan.json,
-train_spec.json); eval data is never among them.
-
-train_spec.json keys (all but tokenizer/shards/mixture optional, defaults in brackets):
-  tokenizer, shards, mixture, teacher [null], threads, precision [fp32] (fp32|bf16),
-  log_every [20], strategy [single] (single|ddp|zero1|zero2|zero3), num_processes
-  [unchecked], grad_accum [1], compile [false], checkpoint_dir [ATTEMPT_DIR/checkpoints],
-  checkpoint_every [0: only on preemption], keep_checkpoints [2], resume [true],
-  probe_tokens [32], progress [auto: on a terminal].
+train_spec.json: `recursive.train.protocol.TrainSpec` documents every key); eval data is
+never among them. Outputs and exit codes are the protocol's too.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 import math
 import os
 import shutil
@@ -26,25 +21,22 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recursive import sandbox
-from recursive.data.shards import MixtureSampler, open_shard
+from recursive.data.shards import MixtureSampler
 from recursive.io import atomic_write_json
 from recursive.plan import Plan
 from recursive.recipe import load_recipe
 from recursive.train import checkpoint
+from recursive.train.protocol import CHECKPOINTS, MODEL, PLAN, TRAIN_LOCK, TRAIN_METRICS, TRAIN_PROBE, TRAIN_REQUEUE, TrainSpec
 from recursive.train.distributed import StageConfigError, make_accelerator
 from recursive.train.modeling import build_model
 from recursive.train.perf import flops_per_token, mfu, peak_flops
 
-REQUEUE_EXIT = 75  # EX_TEMPFAIL: preempted, checkpoint written; run the same command again
-REQUEUE_FILE = "train_requeue.json"
 _TRAIN_LOCK = None  # rank 0's flock on ATTEMPT_DIR/train.lock, held for the life of the process
 
 
@@ -69,7 +61,7 @@ def _on_signal(signum, frame):  # noqa: ARG001
 
 def install_preemption_handlers() -> None:
     """SIGTERM (SLURM preemption, torchrun forwarding its own SIGTERM) and SIGUSR1
-    (`sbatch --signal=USR1@T`): finish the current step, checkpoint, exit REQUEUE_EXIT."""
+    (`sbatch --signal=USR1@T`): finish the current step, checkpoint, exit protocol.EXIT_REQUEUE."""
     for s in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(s, _on_signal)
 
@@ -199,7 +191,7 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     # Checking the loss reads it back from the device, which stalls a GPU's queue: on a GPU
     # the non-finite flag accumulates on the device and is read (with the signal flag, in one
     # collective) every `check_every` steps; on a CPU reading is free and happens every step.
-    check_every = max(1, int(spec.get("check_every", 1 if accelerator.device.type == "cpu" else 10)))
+    check_every = max(1, int(spec.get("check_every") or (1 if accelerator.device.type == "cpu" else 10)))
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     while True:
         if prev_loss is not None:
@@ -323,20 +315,20 @@ def probe(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def train(attempt_dir: Path) -> dict:
     """The training stage: ATTEMPT_DIR/plan.json + train_spec.json -> ATTEMPT_DIR/model."""
-    spec = json.loads((attempt_dir / "train_spec.json").read_text())
-    plan_json = (attempt_dir / "plan.json").read_text()
+    spec = asdict(TrainSpec.read(attempt_dir))
+    plan_json = (attempt_dir / PLAN).read_text()
     plan = Plan.from_json(plan_json)
     global _TRAIN_LOCK
     if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
         # held until this process exits: an orchestrator re-run waits for it (recursive/loop.py)
         import fcntl
-        _TRAIN_LOCK = open(attempt_dir / "train.lock", "a")
+        _TRAIN_LOCK = open(attempt_dir / TRAIN_LOCK, "a")
         fcntl.flock(_TRAIN_LOCK, fcntl.LOCK_EX)
     accelerator, layout = make_accelerator(spec, batch_size=plan.hparams.batch_size, grad_clip=plan.hparams.grad_clip)
     install_preemption_handlers()
     if accelerator.is_main_process:
-        (attempt_dir / REQUEUE_FILE).unlink(missing_ok=True)
-    ckpt = {"root": Path(spec.get("checkpoint_dir") or attempt_dir / "checkpoints"),
+        (attempt_dir / TRAIN_REQUEUE).unlink(missing_ok=True)
+    ckpt = {"root": Path(spec.get("checkpoint_dir") or attempt_dir / CHECKPOINTS),
             "every": int(spec.get("checkpoint_every", 0)), "keep": int(spec.get("keep_checkpoints", 2)),
             "resume": bool(spec.get("resume", True)),
             "fingerprint": checkpoint.fingerprint(plan_json, spec, layout["strategy"], layout["world_size"])}
@@ -344,7 +336,7 @@ def train(attempt_dir: Path) -> dict:
         model, metrics, sampler = fit(plan, spec, accelerator, layout, ckpt=ckpt)
     except Preempted as p:
         if accelerator.is_main_process:
-            atomic_write_json(attempt_dir / REQUEUE_FILE, {"step": p.step, "signal": p.signum,
+            atomic_write_json(attempt_dir / TRAIN_REQUEUE, {"step": p.step, "signal": p.signum,
                                                            "checkpoint": str(p.path)})
         raise
     n_probe = int(spec.get("probe_tokens", 32))
@@ -352,7 +344,7 @@ def train(attempt_dir: Path) -> dict:
         ids = sampler.batch(0)[:1, :n_probe].to(accelerator.device)
         logits = probe(model, ids)
         if accelerator.is_main_process:
-            torch.save({"input_ids": ids.cpu(), "logits": logits}, attempt_dir / "train_probe.pt")
+            torch.save({"input_ids": ids.cpu(), "logits": logits}, attempt_dir / TRAIN_PROBE)
     if accelerator.num_processes > 1 and layout["strategy"] in ("single", "ddp"):
         # replicas must hold the same weights; a user checking DDP checks this first
         digests = [None] * accelerator.num_processes
@@ -360,45 +352,8 @@ def train(attempt_dir: Path) -> dict:
         metrics["rank_param_sha256"] = digests
         if len(set(digests)) != 1:
             raise RuntimeError(f"DDP replicas diverged: parameter digests {digests}")
-    save_model(accelerator, model, attempt_dir / "model", spec["tokenizer"])
+    save_model(accelerator, model, attempt_dir / MODEL, spec["tokenizer"])
     if accelerator.is_main_process:
-        atomic_write_json(attempt_dir / "train_metrics.json", metrics)
+        atomic_write_json(attempt_dir / TRAIN_METRICS, metrics)
     accelerator.end_training()
     return metrics
-
-
-@torch.no_grad()
-def screen_loss(model: torch.nn.Module, windows: torch.Tensor) -> float:
-    model.eval()
-    logits = model(input_ids=windows[:, :-1]).logits.float()
-    return float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), windows[:, 1:].reshape(-1)))
-
-
-def screen(screen_dir: Path) -> dict:
-    """Proxy screening of K valid candidates: a miniature of each plan (spec["steps"] steps),
-    then plain cross-entropy on fixed windows of the *training* shards, equal weight per
-    source. Eval data is never read here; the gate still decides on the eval sets."""
-    spec = json.loads((screen_dir / "screen_spec.json").read_text())
-    spec = dict(spec, strategy="single", grad_accum=1, num_processes=None)  # one process, no checkpoints
-    accelerator, layout = make_accelerator(spec, batch_size=1, grad_clip=0.0)
-    windows = []
-    for name in sorted(spec["screen_sources"]):
-        data = open_shard(Path(spec["shards"][name]))
-        ctx = int(spec["context"])
-        # the tail of each shard: fixed positions, the same for every candidate
-        starts = np.linspace(max(0, len(data) - 64 * (ctx + 1)), len(data) - ctx - 1,
-                             num=int(spec["windows_per_source"]), dtype=np.int64)
-        windows += [torch.from_numpy(data[s:s + ctx + 1].astype(np.int64)) for s in starts]
-    windows_t = torch.stack(windows).to(accelerator.device)
-    results = {}
-    for cand in spec["candidates"]:
-        plan = Plan.from_json(Path(cand["plan"]).read_text())
-        try:
-            model, metrics, _ = fit(plan, dict(spec, mixture=cand["mixture"]), accelerator, layout,
-                                    steps=int(spec["steps"]), verbose=False)
-            results[str(cand["index"])] = {"loss": screen_loss(accelerator.unwrap_model(model), windows_t),
-                                           "seconds": metrics["seconds"]}
-        except (RecipeError, ValueError) as e:
-            results[str(cand["index"])] = {"loss": None, "error": f"{type(e).__name__}: {e}"}
-    atomic_write_json(screen_dir / "screen.json", results)
-    return results

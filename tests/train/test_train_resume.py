@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from recursive.train.trainer import REQUEUE_EXIT
+from recursive.train.protocol import EXIT_REQUEUE as REQUEUE_EXIT
 from train_helpers import metrics, run_stage, stage_cmd, stage_env, tiny_plan, write_attempt
 
 STEPS = 40
