@@ -24,7 +24,7 @@ from recursive.config import compose_config
 from recursive.data.shards import write_shard
 from recursive.data.tokenizer import train_tokenizer
 from recursive.io import atomic_write_json, atomic_write_text
-from recursive.loop import seed_plan
+from recursive.run_config import seed_plan
 from recursive.plan import HParams, ModelSpec
 out, smoke = Path(sys.argv[1]), sys.argv[2] == "1"
 files = sorted(Path(os.__file__).parent.rglob("*.py"))

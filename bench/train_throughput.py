@@ -50,7 +50,7 @@ def main() -> None:
     from recursive.config import compose_config
     from recursive.data.shards import write_shard
     from recursive.data.tokenizer import train_tokenizer
-    from recursive.loop import seed_plan
+    from recursive.run_config import seed_plan
     from recursive.plan import HParams, ModelSpec
     from recursive.train.distributed import make_accelerator
     from recursive.train.modeling import build_model

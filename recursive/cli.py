@@ -1,7 +1,7 @@
 """`recursive`: the command line.
 
   recursive run [hydra overrides...]            run or resume the lineage in run_dir=PATH
-  recursive check-plan PLAN.json [--run-dir R [--generation G]]  the loop's validation of a plan
+  recursive check-plan PLAN.json [--run-dir R] [--generation G]  the loop's validation of a plan
   recursive lineage show RUN_DIR [--json]       the lineage as a table or JSON
   recursive lineage compare RUN_DIR [RUN_DIR ...] [--json]   several lineages side by side
   recursive lineage dashboard RUN_DIR [RUN_DIR ...] -o report.html   one offline HTML dashboard
@@ -23,12 +23,13 @@ def _err(msg: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from recursive.config import ConfigError, compose_config
+    from recursive.config import compose_typed
+    from recursive.errors import ConfigError, Requeue, StageError
     cfg: dict = {}
     try:
-        cfg = compose_config(args.overrides)
-        from recursive.loop import Lineage, Requeue, StageError
-        result = Lineage(cfg).run()
+        typed, cfg = compose_typed(args.overrides)
+        from recursive.loop import Orchestrator
+        result = Orchestrator(typed, cfg).run()
     except ConfigError as e:
         _err(str(e))
         return EXIT_USAGE
@@ -46,39 +47,61 @@ def cmd_run(args) -> int:
     return 0 if result["status"] == "complete" else 1
 
 
-def check_plan_limits(run_dir: str | None, generation: int | None, overrides: list[str]):
-    """The Limits the loop would apply to this plan: with --run-dir, that lineage's budget and
-    the parent of --generation (default: the next generation, i.e. the last promoted model);
-    without, the configs/ budget with the seed plan's model as the parent."""
+def plan_context(plan_path: Path, run_dir: str | None, generation: int | None, overrides: list[str]):
+    """What the loop would check this plan against: (Limits, the parent's recipe code or None,
+    a description). A plan inside a run directory (generations/gen_G/attempt_A/plan.json)
+    is checked against that lineage as a plan of generation G, unless told otherwise; with
+    a run directory, the parent is the promoted model of generation - 1 (default: the next
+    generation's parent, i.e. the last promoted model); without one, the configs/ budget
+    with the seed plan as the parent (generation 1), or no parent at all (generation 0)."""
     from recursive import lineage
-    from recursive.config import compose_config
+    from recursive.attempt import Attempt, parse_attempt_id
+    from recursive.config import compose_typed
     from recursive.io import read_json
-    from recursive.loop import make_limits, seed_plan
     from recursive.plan import count_params
+    from recursive.run_config import RunConfig, seed_plan
+    from recursive.validate import Limits
+    if run_dir is None:
+        resolved = plan_path.resolve()
+        try:
+            g, _ = parse_attempt_id(str(resolved.parent))
+            root = Attempt.from_dir(resolved.parent).run_dir
+        except (ValueError, IndexError):
+            g = root = None
+        if root is not None and (root / lineage.CONFIG_FILE).exists() and resolved.name == "plan.json":
+            run_dir = str(root)
+            generation = g if generation is None else generation
     if run_dir:
         rd = Path(run_dir)
-        cfg = read_json(rd / "config.json")
+        cfg = RunConfig.from_dict(read_json(rd / lineage.CONFIG_FILE))
         manifest = read_json(rd / "data" / "manifest.json")
         vocab = int(manifest["vocab_size"])
-        promoted = {e["generation"]: e for e in lineage.promoted(rd)}
+        promoted = {e.generation: e for e in lineage.promoted(rd)}
         if generation is None:
             generation = max(promoted, default=-1) + 1
         if generation > 0 and generation - 1 not in promoted:
             raise ValueError(f"{rd} has no promoted generation {generation - 1} to be the parent")
-        parent_params = promoted[generation - 1]["params"] if generation > 0 else None
+        parent = promoted.get(generation - 1)
+        parent_params = None if parent is None else parent.params
+        parent_code = None if parent is None else parent.where(rd).recipe.read_text()
+        where = f"generation {generation} of {rd}"
     else:
-        cfg = compose_config(overrides)
+        cfg = compose_typed(overrides)[0]
         manifest = None  # no lineage yet: no data to measure contamination on
-        vocab = int(cfg["data"]["vocab_size"])
-        parent_params = count_params(seed_plan(cfg).model, vocab)
-    return make_limits(cfg, vocab, parent_params, manifest)
+        vocab = int(cfg.data.vocab_size)
+        generation = 1 if generation is None else generation
+        seed = seed_plan(cfg)
+        parent_params = None if generation == 0 else count_params(seed.model, vocab)
+        parent_code = None if generation == 0 else seed.code
+        where = f"generation {generation}, configs/ budget" + ("" if generation == 0 else ", the seed plan as parent")
+    return Limits.from_config(cfg, vocab, parent_params, manifest), parent_code, where
 
 
 def cmd_check_plan(args) -> int:
-    from recursive.config import ConfigError
-    from recursive.validate import validate_plan
+    from recursive.errors import ConfigError
+    from recursive.validate import check_candidate
     try:
-        limits = check_plan_limits(args.run_dir, args.generation, args.overrides)
+        limits, parent_code, where = plan_context(Path(args.plan), args.run_dir, args.generation, args.overrides)
     except (ConfigError, OSError, ValueError, KeyError) as e:
         _err(f"cannot load the lineage's limits: {e}")
         return EXIT_USAGE
@@ -87,14 +110,22 @@ def cmd_check_plan(args) -> int:
     except OSError as e:
         print(f"{args.plan}: cannot read file ({e.strerror or e})")
         return EXIT_INVALID
-    plan, problems = validate_plan(data, limits)
-    if problems:
-        for p in problems:
+    checked = check_candidate(data, parent_code, limits)
+    # the plan's own code refused: the loop would still train it, on the parent's recipe
+    # (code_origin inherited), but that is not the plan the user wrote, so it is reported
+    refused = [f"code: {p}" for p in checked.code_problems]
+    if refused:
+        refused.append("code: the loop would train this plan with the parent's recipe instead (code_origin inherited)")
+    if not checked.valid or refused:
+        for p in [*map(str, checked.problems), *refused]:
             print(f"{args.plan}: {p}")
         return EXIT_INVALID
     from recursive.plan import count_params
-    print(f"{args.plan}: valid ({count_params(plan.model, limits.vocab_size):,} parameters, "
-          f"{plan.train_tokens():,} training tokens)")
+    plan = checked.plan
+    code = {"inherited": "the parent's recipe", "edited": "the parent's recipe with the plan's edits",
+            "proposed": "the plan's own recipe"}
+    print(f"{args.plan}: valid as {where} ({count_params(plan.model, limits.vocab_size):,} parameters, "
+          f"{plan.train_tokens():,} training tokens; trains {code.get(checked.code_origin, 'its recipe')})")
     return 0
 
 
@@ -166,9 +197,10 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("check-plan", help="validate a plan exactly as the loop does")
     c.add_argument("plan")
-    c.add_argument("--run-dir", default=None, help="check against this lineage's budget and parent")
+    c.add_argument("--run-dir", default=None, help="check against this lineage's budget and parent (default: "
+                   "the lineage the plan file sits in, if any)")
     c.add_argument("--generation", type=int, default=None,
-                   help="with --run-dir: check as a plan for this generation (parent = its promoted predecessor)")
+                   help="check as a plan for this generation (parent = its promoted predecessor; 0: no parent)")
     c.add_argument("overrides", nargs="*", help="hydra overrides when no --run-dir is given")
     c.set_defaults(fn=cmd_check_plan)
     lin = sub.add_parser("lineage", help="inspect a lineage")

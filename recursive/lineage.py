@@ -1,9 +1,11 @@
 """The lineage record: `<run_dir>/lineage.jsonl`, append-only, one event per line.
 
 Events: {"event": "attempt", ...} when a generation attempt is decided (promoted,
-rejected or failed), {"event": "stopped", ...} when the lineage cannot go on. Readers
-take the last record per (generation, attempt), so a record re-appended after a crash
-between writing and mirroring never shows twice.
+rejected or failed; `recursive.attempt.AttemptRecord`), {"event": "stopped", ...} when
+the lineage cannot go on, and the launchers' job events. Readers take the last record per
+(generation, attempt), so a record re-appended after a crash between writing and
+mirroring never shows twice. Below the record: the views `lineage show` and
+`lineage compare` print.
 """
 
 from __future__ import annotations
@@ -12,23 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recursive.attempt import STATUSES, AttemptRecord
 from recursive.io import append_jsonl, read_jsonl
 
 LINEAGE_FILE = "lineage.jsonl"
-STATUSES = ("promoted", "rejected", "failed")
-
-
-def attempt_dir(run_dir: Path, generation: int, attempt: int) -> Path:
-    return run_dir / "generations" / f"gen_{generation:03d}" / f"attempt_{attempt:02d}"
-
-
-def parse_attempt_dir(d: Path) -> tuple[int, int]:
-    """(generation, attempt) of an attempt directory .../gen_GGG/attempt_AA."""
-    return int(Path(d).parent.name.split("_")[1]), int(Path(d).name.split("_")[1])
-
-
-def attempt_id(generation: int, attempt: int) -> str:
-    return f"gen_{generation:03d}/attempt_{attempt:02d}"
+CONFIG_FILE = "config.json"  # the resolved config the lineage was started with
 
 
 def append(run_dir: Path, record: dict) -> None:
@@ -39,37 +29,52 @@ def events(run_dir: Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / LINEAGE_FILE)
 
 
-def attempts(run_dir: Path) -> list[dict]:
+def record(run_dir: Path, rec: AttemptRecord) -> None:
+    append(run_dir, rec.to_event())
+
+
+def attempts(run_dir: Path) -> list[AttemptRecord]:
     """Decided attempts in order, the last record winning per (generation, attempt)."""
-    latest: dict[tuple[int, int], dict] = {}
+    latest: dict[tuple[int, int], AttemptRecord] = {}
     for e in events(run_dir):
         if e.get("event") == "attempt":
-            latest[(e["generation"], e["attempt"])] = e
+            latest[(e["generation"], e["attempt"])] = AttemptRecord.from_event(e)
     return [latest[k] for k in sorted(latest)]
 
 
-def find(run_dir: Path, generation: int, attempt: int) -> dict | None:
+def find(run_dir: Path, generation: int, attempt: int) -> AttemptRecord | None:
     for e in attempts(run_dir):
-        if e["generation"] == generation and e["attempt"] == attempt:
+        if (e.generation, e.attempt) == (generation, attempt):
             return e
     return None
 
 
-def promoted(run_dir: Path) -> list[dict]:
-    return [e for e in attempts(run_dir) if e["status"] == "promoted"]
+def promoted(run_dir: Path) -> list[AttemptRecord]:
+    return [e for e in attempts(run_dir) if e.status == "promoted"]
+
+
+def last_stop(run_dir: Path) -> dict | None:
+    stops = [e for e in events(run_dir) if e.get("event") == "stopped"]
+    return stops[-1] if stops else None
 
 
 def show_json(run_dir: Path) -> dict[str, Any]:
+    """`lineage show --json`: one entry per attempt; plan_path and model_path are absolute,
+    so a script can open them from wherever it runs."""
     keys = ("generation", "attempt", "status", "parent", "plan_path", "model_path", "params",
             "metrics", "gate", "proposer", "code_origin", "timings", "reason")
+    root = Path(run_dir).resolve()
     done = attempts(run_dir)
-    gens = [{k: e.get(k) for k in keys} for e in done]
-    for g in gens:
+    gens = []
+    for e in done:
+        g = {k: getattr(e, k) for k in keys}
+        for k in ("plan_path", "model_path"):
+            g[k] = None if g[k] is None else str(root / g[k])
         # how this model's own proposals fared once trained: its children's outcomes
-        kids = [e for e in done if e.get("parent") == attempt_id(g["generation"], g["attempt"])]
-        g["children"] = {"attempts": len(kids), "promoted": sum(e["status"] == "promoted" for e in kids)}
-    stops = [e for e in events(run_dir) if e.get("event") == "stopped"]
-    return {"run_dir": str(run_dir), "generations": gens, "stopped": stops[-1] if stops else None}
+        kids = [c for c in done if c.parent == e.id]
+        g["children"] = {"attempts": len(kids), "promoted": sum(c.status == "promoted" for c in kids)}
+        gens.append(g)
+    return {"run_dir": str(root), "generations": gens, "stopped": last_stop(run_dir)}
 
 
 def show_table(run_dir: Path) -> str:
@@ -110,7 +115,7 @@ def dumps(obj: Any) -> str:
 HEADLINE = ("heldout_loss.mean", "arithmetic.exact_match", "proposer.valid_plan_rate")
 
 
-def flat_metrics(record: dict) -> dict[str, float]:
+def flat_metrics(record: AttemptRecord) -> dict[str, float]:
     """A record's numeric metrics as {"heldout_loss.mean": 4.3, ...}."""
     out: dict[str, float] = {}
 
@@ -121,14 +126,14 @@ def flat_metrics(record: dict) -> dict[str, float]:
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[f"{prefix}{k}"] = float(v)
 
-    walk(record.get("metrics") or {}, "")
+    walk(record.metrics or {}, "")
     return out
 
 
 def describe(run_dir: Path) -> dict[str, Any]:
     """Name, proposer and label of one lineage (labels tell two `smoke` lineages apart)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
+    cfg_path = run_dir / CONFIG_FILE
     cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
     name = (cfg.get("lineage") or {}).get("name") or run_dir.name
     proposer = (cfg.get("proposer") or {}).get("name") or "?"
@@ -136,7 +141,7 @@ def describe(run_dir: Path) -> dict[str, Any]:
             "label": f"{run_dir.name} ({name}, proposer={proposer})"}
 
 
-def safety_metrics(records: list[dict]) -> list[str]:
+def safety_metrics(records: list[AttemptRecord]) -> list[str]:
     keys = {k for r in records for k in flat_metrics(r)
             if k.startswith("safety.") and not k.endswith(("_items", ".samples", ".problems"))}  # counts, not metrics
     return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(r) for r in records) else [])
@@ -146,22 +151,22 @@ def compare_json(run_dirs: list[Path]) -> dict[str, Any]:
     """Several lineages side by side: per lineage a summary and, per generation, the
     promoted attempt's params and metrics (None where the lineage has none)."""
     out = []
-    all_records: list[dict] = []
+    all_records: list[AttemptRecord] = []
     for rd in run_dirs:
         recs = attempts(Path(rd))
         all_records += recs
-        stops = [e for e in events(Path(rd)) if e.get("event") == "stopped"]
-        prom = [r for r in recs if r["status"] == "promoted"]
+        stop = last_stop(Path(rd))
+        prom = [r for r in recs if r.status == "promoted"]
         per_gen = {}
         for r in prom:
-            per_gen[r["generation"]] = {"attempt": r["attempt"], "params": r.get("params"), **flat_metrics(r)}
-        counts = {s: sum(1 for r in recs if r["status"] == s) for s in STATUSES}
+            per_gen[r.generation] = {"attempt": r.attempt, "params": r.params, **flat_metrics(r)}
+        counts = {s: sum(1 for r in recs if r.status == s) for s in STATUSES}
         last = prom[-1] if prom else None
         first = prom[0] if prom else None
-        summary = {"generations": 1 + max((r["generation"] for r in prom), default=-1), "attempts": len(recs), **counts,
-                   "final_generation": None if last is None else last["generation"],
-                   "final_params": None if last is None else last.get("params"),
-                   "stopped": stops[-1].get("reason") if stops else None}
+        summary = {"generations": 1 + max((r.generation for r in prom), default=-1), "attempts": len(recs), **counts,
+                   "final_generation": None if last is None else last.generation,
+                   "final_params": None if last is None else last.params,
+                   "stopped": stop.get("reason") if stop else None}
         if last is not None:
             fm, f0 = flat_metrics(last), flat_metrics(first)
             summary["final"] = {k: fm.get(k) for k in HEADLINE}

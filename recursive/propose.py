@@ -15,48 +15,53 @@ is replaced by the parent's recipe, and the attempt's `code_origin` says so.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from recursive import lineage
+from recursive.attempt import Attempt, AttemptRecord
 from recursive.io import atomic_write_json, atomic_write_text, read_json
 from recursive.plan import Plan
-from recursive.recipe import apply_edits, check_policy, is_edit, smoke_test
-from recursive.validate import Limits, batch_multiple, validate_plan
+from recursive.proposers.configs import backend_kwargs
+from recursive.run_config import RunConfig, typed
+from recursive.validate import Limits, batch_multiple, check_candidate
 
 RECIPE_API = ("The recipe module defines lr_lambda(step, total_steps, warmup_steps) -> lr multiplier in [0, 10] "
               "and loss(logits, labels, teacher_logits, hp) -> scalar tensor; it may import only math, torch "
               "and torch.nn.functional.")
 
 
-def make_context(cfg: dict, run_dir: Path, g: int, a: int, parent: dict, parent_dir: Path, seed: Plan):
-    """What the proposer sees for generation g, attempt a (see recursive.proposers.base)."""
+def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_plan: dict, seed: Plan):
+    """What the proposer sees for generation g, attempt a (see recursive.proposers.base):
+    `parent` proposes; `parent_plan` is the plan it was trained from."""
     from recursive.proposers.base import ProposalContext
-    memory = [{"generation": e["generation"], "attempt": e["attempt"], "status": e["status"],
-               "plan": _plan_summary(run_dir, e), "gate_reasons": e["gate"].get("reasons", []),
-               "metrics": _metric_summary(e.get("metrics") or {})}
-              for e in lineage.attempts(run_dir) if e.get("plan_path")]
+    run_dir = Path(cfg.run_dir)
+    memory = [{"generation": e.generation, "attempt": e.attempt, "status": e.status,
+               "plan": _plan_summary(run_dir, e), "gate_reasons": e.gate.get("reasons", []),
+               "metrics": _metric_summary(e.metrics)}
+              for e in lineage.attempts(run_dir) if e.plan_path]
     feedback: list[str] = []
     if a > 1:
         prev = lineage.find(run_dir, g, a - 1)
         if prev is not None:
-            feedback = list(prev["gate"].get("reasons", []))
-    parent_plan = read_json(parent_dir / "plan.json")
-    sources = {name: s.get("description", s["kind"]) for name, s in cfg["data"]["sources"].items()}
-    b = cfg["budget"]
+            feedback = list(prev.gate.get("reasons", []))
+    sources = {name: s.get("description", s["kind"]) for name, s in cfg.data.sources.items()}
+    b = cfg.budget
     return ProposalContext(
         generation=g, attempt=a,
-        parent={"generation": parent["generation"], "params": parent["params"], "model": parent_plan["model"],
-                "metrics": _metric_summary(parent.get("metrics") or {})},
+        parent={"generation": parent.generation, "params": parent.params, "model": parent_plan["model"],
+                "metrics": _metric_summary(parent.metrics)},
         seed_plan=seed.model_dump(mode="json"), parent_plan=parent_plan, sources=sources,
-        budget={"param_ratio": b["param_ratio"], "min_param_ratio": b["min_param_ratio"], "max_params": b["max_params"],
-                "max_train_tokens": b["max_train_tokens"], "min_train_tokens": b["min_train_tokens"], "vocab_size": cfg["data"]["vocab_size"],
-                "wall_clock_s": b.get("wall_clock_s"), "trust_region": b.get("trust_region"),
-                "batch_multiple": batch_multiple(cfg["train"])},
+        budget={"param_ratio": b.param_ratio, "min_param_ratio": b.min_param_ratio, "max_params": b.max_params,
+                "max_train_tokens": b.max_train_tokens, "min_train_tokens": b.min_train_tokens,
+                "vocab_size": cfg.data.vocab_size, "wall_clock_s": b.wall_clock_s,
+                "trust_region": None if b.trust_region is None else asdict(b.trust_region),
+                "batch_multiple": batch_multiple(cfg.train.num_processes, cfg.train.grad_accum)},
         memory=memory, feedback=feedback, recipe_api=RECIPE_API)
 
 
-def _plan_summary(run_dir: Path, e: dict) -> dict:
-    plan = read_json(run_dir / e["plan_path"])
+def _plan_summary(run_dir: Path, e: AttemptRecord) -> dict:
+    plan = read_json(run_dir / e.plan_path)
     plan.pop("code", None)  # the memory carries decisions, not whole modules
     return plan
 
@@ -67,25 +72,20 @@ def _metric_summary(m: dict) -> dict:
             "valid_plan_rate": (m.get("proposer") or {}).get("valid_plan_rate")}
 
 
-LOOP_KEYS = ("name", "candidates", "screen_steps")  # proposer config read by the loop, not the backend
-
-
-def _backend_kwargs(cfg: dict) -> dict:
-    return {k: v for k, v in cfg["proposer"].items() if k not in LOOP_KEYS}
-
-
-def _proposer(cfg: dict, model_path: Path):
+def _proposer(cfg: RunConfig, model_path: Path):
     from recursive.proposers import make_proposer
-    name = cfg["proposer"]["name"]
+    name = cfg.proposer.name
+    kwargs = backend_kwargs(asdict(cfg.proposer))
     if name == "self":
-        return make_proposer("self", model_path=model_path, **_backend_kwargs(cfg))
+        return make_proposer("self", model_path=model_path, **kwargs)
     if name == "openai":
-        return make_proposer("openai", **_backend_kwargs(cfg))
+        return make_proposer("openai", **kwargs)
     return make_proposer(name)
 
 
 def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
-    """Validate every candidate; returns one result dict per candidate."""
+    """Validate every candidate exactly as `recursive check-plan` does (check_candidate);
+    returns one result dict per candidate."""
     results = []
     for c in candidates:
         res = {"index": c.index, "text": c.text, "logprob": c.logprob, "n_tokens": c.n_tokens,
@@ -94,36 +94,15 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
             res["problems"] = [f"<output>: {c.error or 'no plan decoded'}"]
             results.append(res)
             continue
-        proposed = dict(c.plan)
-        code = proposed.get("code")
-        edited = isinstance(code, str) and is_edit(code)
-        if edited:
-            res["code_edit"] = code
-            code, edit_problems = apply_edits(parent_code, code)
-            proposed["code"] = code if code is not None else parent_code
-        if edited and code is None:
-            res["code_problems"], origin = edit_problems, "inherited"
-        elif isinstance(code, str) and code == parent_code:
-            origin = "inherited"
-            res["code_valid"] = True
-        else:
-            issues = [str(i) for i in check_policy(code)] if isinstance(code, str) else ["code is not a string"]
-            if not issues and limits.smoke_test:
-                # the same cache validate_plan uses: each distinct recipe is smoke-tested once
-                if code not in limits._smoke_cache:
-                    limits._smoke_cache[code] = smoke_test(code)
-                issues = list(limits._smoke_cache[code])
-            if issues:
-                res["code_problems"] = issues[:5]
-                proposed["code"], origin = parent_code, "inherited"
-            else:
-                origin, res["code_valid"] = ("edited" if edited else "proposed"), True
-        res["code_origin"] = origin
-        plan, problems = validate_plan(proposed, limits)
-        res["problems"] = [str(p) for p in problems]
-        res["valid"] = plan is not None and not problems
-        if res["valid"]:
-            res["plan"] = plan
+        checked = check_candidate(c.plan, parent_code, limits)
+        if checked.code_edit is not None:
+            res["code_edit"] = checked.code_edit
+        if checked.code_problems:
+            res["code_problems"] = checked.code_problems
+        res.update(code_origin=checked.code_origin, code_valid=checked.code_valid,
+                   problems=[str(p) for p in checked.problems], valid=checked.valid)
+        if checked.valid:
+            res["plan"] = checked.plan
         results.append(res)
     return results
 
@@ -136,14 +115,15 @@ def select(results: list[dict]) -> dict | None:
     return max(valid, key=lambda r: (r["logprob"], -r["index"])) if valid else None
 
 
-def run_proposal(cfg: dict, ctx, model_path: Path, limits: Limits, seed: int, out_dir: Path, screen=None):
+def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt: Attempt, screen=None):
     """Propose, validate, optionally screen (`screen(list of (index, Plan)) -> {index: result}`),
-    select. Returns (selected Plan or None, summary for proposal.json)."""
+    select. Writes the prompt and every candidate into `attempt`. Returns (selected Plan or
+    None, summary for proposal.json)."""
     from recursive.proposers.prompt import build_prompt
-    out = out_dir / "proposal"
-    atomic_write_text(out / "prompt.txt", build_prompt(ctx, int(cfg["proposer"].get("prompt_chars", 1200))))
+    cfg = typed(cfg)
+    atomic_write_text(attempt.prompt, build_prompt(ctx, cfg.proposer.prompt_chars))
     proposer = _proposer(cfg, model_path)
-    k = int(cfg["proposer"].get("candidates", 1))
+    k = cfg.proposer.candidates
     results = judge(proposer.propose(ctx, k, seed), ctx.parent_plan["code"], limits)
     valid = [r for r in results if r["valid"]]
     if screen is not None and len(valid) > 1:
@@ -165,17 +145,17 @@ def run_proposal(cfg: dict, ctx, model_path: Path, limits: Limits, seed: int, ou
     if best is None:
         reasons = sorted({p for r in results for p in r["problems"]})
         summary["reason"] = f"no valid plan among {len(results)} candidates: " + "; ".join(reasons[:6])
-    atomic_write_json(out / "candidates.json", summary["candidates"])
+    atomic_write_json(attempt.candidates, summary["candidates"])
     return (None if best is None else best["plan"]), summary
 
 
-def competence(cfg: dict, ctx, model_path: Path, limits: Limits, seed: int) -> dict:
+def competence(cfg: RunConfig, ctx, model_path: Path, limits: Limits, seed: int) -> dict:
     """Proposer competence of a trained model: valid-plan rate over K constrained samples."""
     from recursive.proposers import make_proposer
     # whichever backend runs this lineage, competence is the model's own: it must propose next
-    p = _backend_kwargs(cfg) if cfg["proposer"]["name"] == "self" else {}
+    p = backend_kwargs(asdict(cfg.proposer)) if cfg.proposer.name == "self" else {}
     proposer = make_proposer("self", model_path=model_path, **p)
-    k = int(cfg["evaluate"]["proposer_samples"])
+    k = cfg.evaluate.proposer_samples
     results = judge(proposer.propose(ctx, k, seed), ctx.parent_plan["code"], limits)
     problems: dict[str, int] = {}
     for r in results:

@@ -1,8 +1,11 @@
 """Plan validation: the one gate a proposed plan passes before any compute is spent.
 
-`validate_plan` is what both the loop and `recursive check-plan` call, so the two can
-never disagree. It never raises on bad input: every problem comes back as a `Problem`
-naming the field and what was expected.
+`check_candidate` is what both the loop (every proposed candidate) and `recursive
+check-plan` call, so the two can never disagree: it applies a search/replace edit of the
+parent's recipe, falls back to the parent's recipe when the plan's code fails the policy
+(`code_origin: inherited`, as the loop trains it), then runs `validate_plan`. It never
+raises on bad input: every problem comes back as a `Problem` naming the field and what
+was expected.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from recursive.plan import Plan, count_params
-from recursive.recipe import check_policy, smoke_test
+from recursive.recipe import apply_edits, check_policy, is_edit, smoke_test
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,26 @@ class Limits:
     _smoke_cache: dict = field(default_factory=dict, repr=False)
 
 
-def batch_multiple(train_cfg: dict) -> int:
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int, parent_params: int | None, manifest: dict | None = None) -> "Limits":
+        """The budget of a run config (RunConfig or its dict) for a child of a parent with
+        `parent_params` (None: the seed plan); with a data manifest, also the measured
+        contamination of every source (a plan may not put weight on a contaminated one)."""
+        from recursive.data.contamination import max_rate
+        from recursive.run_config import typed
+        c = typed(cfg)
+        b = c.budget
+        contamination = {name: max_rate(row) for name, row in (manifest or {}).get("contamination", {}).items()}
+        return cls(sources=tuple(c.data.sources), vocab_size=vocab_size, parent_params=parent_params,
+                   param_ratio=b.param_ratio, max_params=b.max_params, max_train_tokens=b.max_train_tokens,
+                   min_param_ratio=b.min_param_ratio, min_train_tokens=b.min_train_tokens,
+                   contamination=contamination, max_contamination_rate=c.evaluate.max_contamination_rate,
+                   batch_multiple=batch_multiple(c.train.num_processes, c.train.grad_accum))
+
+
+def batch_multiple(num_processes: int, grad_accum: int) -> int:
     """What every batch size must be a multiple of: ranks x gradient-accumulation steps."""
-    return max(1, int(train_cfg.get("num_processes", 1)) * int(train_cfg.get("grad_accum", 1)))
+    return max(1, int(num_processes) * int(grad_accum))
 
 
 def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
@@ -131,13 +151,7 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
     if len(positive) < limits.min_mixture_sources:
         out.append(Problem("data.mixture", f"needs at least {limits.min_mixture_sources} registered source(s) "
                                            f"with weight > 0, got {len(positive)}"))
-    code_issues = check_policy(plan.code)
-    out.extend(Problem("code", str(i)) for i in code_issues)
-    if not code_issues and limits.smoke_test:
-        # the same code is proposed again and again (inherited recipes): test it once
-        if plan.code not in limits._smoke_cache:
-            limits._smoke_cache[plan.code] = smoke_test(plan.code)
-        out.extend(Problem("code", p) for p in limits._smoke_cache[plan.code])
+    out.extend(Problem("code", p) for p in _recipe_problems(plan.code, limits))
     return out
 
 
@@ -147,3 +161,62 @@ def validate_plan(data: Any, limits: Limits) -> tuple[Plan | None, list[Problem]
     if plan is None:
         return None, problems
     return plan, check_semantics(plan, limits)
+
+
+def _recipe_problems(code: str, limits: Limits) -> list[str]:
+    issues = [str(i) for i in check_policy(code)]
+    if not issues and limits.smoke_test:
+        # the same code is proposed again and again (inherited recipes): test it once
+        if code not in limits._smoke_cache:
+            limits._smoke_cache[code] = smoke_test(code)
+        issues = list(limits._smoke_cache[code])
+    return issues
+
+
+@dataclass
+class Checked:
+    """A candidate plan after the loop's validation."""
+
+    plan: Plan | None                 # the plan the loop would train (edits applied, code maybe inherited)
+    problems: list[Problem]           # empty: valid
+    code_origin: str | None = None    # proposed | edited | inherited (None: no plan decoded)
+    code_valid: bool = False          # the plan's own code (or edit) passed
+    code_problems: list[str] = field(default_factory=list)  # why the plan's code was replaced
+    code_edit: str | None = None      # the search/replace edit as proposed
+
+    @property
+    def valid(self) -> bool:
+        return self.plan is not None and not self.problems
+
+
+def check_candidate(data: Any, parent_code: str | None, limits: Limits) -> Checked:
+    """Everything the loop does to a proposed plan before training it. `parent_code` is the
+    parent's recipe (None for a seed plan: there is nothing to edit or inherit, so the
+    plan's own code must pass)."""
+    if isinstance(data, (bytes, bytearray, str)) or not isinstance(data, dict):
+        plan, problems = parse_plan(data)
+        if plan is None:
+            return Checked(None, problems)
+        data = plan.model_dump(mode="json")
+    proposed = dict(data)
+    code = proposed.get("code")
+    out = Checked(None, [])
+    edited = isinstance(code, str) and is_edit(code)
+    if edited and parent_code is not None:
+        out.code_edit = code
+        code, edit_problems = apply_edits(parent_code, code)
+        proposed["code"] = code if code is not None else parent_code
+        if code is None:
+            out.code_problems, out.code_origin = edit_problems, "inherited"
+    if out.code_origin is None:
+        if parent_code is not None and isinstance(code, str) and code == parent_code:
+            out.code_origin, out.code_valid = "inherited", True
+        else:
+            issues = _recipe_problems(code, limits) if isinstance(code, str) else ["code is not a string"]
+            if issues and parent_code is not None:
+                out.code_problems = issues[:5]
+                proposed["code"], out.code_origin = parent_code, "inherited"
+            elif not issues:
+                out.code_origin, out.code_valid = ("edited" if edited else "proposed"), True
+    out.plan, out.problems = validate_plan(proposed, limits)
+    return out

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from recursive import lineage
+from recursive.attempt import Attempt, AttemptRecord
 from recursive.config import flatten
 from recursive.io import atomic_write_json, read_json
 
@@ -41,7 +42,7 @@ _LEAN = dict(_SETTINGS, x_disable_meta=True, x_disable_machine_info=True, disabl
 
 
 class NullMirror:
-    def attempt(self, record: dict, d: Path) -> None:
+    def attempt(self, record: AttemptRecord, d: Path) -> None:
         return None
 
 
@@ -77,7 +78,7 @@ class WandbMirror:
         return f"{self.group}-{kind}-g{g:03d}-a{a:02d}"
 
     # ------------------------------------------------------------------ mirror
-    def attempt(self, record: dict, d: Path) -> None:
+    def attempt(self, record: AttemptRecord, d: Path) -> None:
         """Mirror one attempt. A failure is reported and left for the next resume (the marker
         stays incomplete): the run directory is the truth, wandb must not stop a lineage."""
         try:
@@ -85,11 +86,11 @@ class WandbMirror:
         except Exception as e:  # noqa: BLE001
             if self.strict:
                 raise
-            print(f"[recursive] wandb mirror of gen {record.get('generation')} attempt {record.get('attempt')} "
+            print(f"[recursive] wandb mirror of gen {record.generation} attempt {record.attempt} "
                   f"failed ({type(e).__name__}: {e}); the run directory is complete, the mirror is retried on "
                   "resume", file=sys.stderr, flush=True)
 
-    def _attempt(self, record: dict, d: Path) -> None:
+    def _attempt(self, record: AttemptRecord, d: Path) -> None:
         marker = read_json(d / self.marker) if (d / self.marker).exists() else {}
         if marker.get("complete", bool(marker)):  # a marker without "complete" predates stage runs
             return
@@ -97,7 +98,6 @@ class WandbMirror:
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        g, a = record["generation"], record["attempt"]
         marker.update(complete=False, mode=self.mode, group=self.group)
         stages = marker.setdefault("stages", {})
         arts = marker.setdefault("artifacts", {})
@@ -116,56 +116,58 @@ class WandbMirror:
         self.seconds.append(marker["seconds"])
         atomic_write_json(d / self.marker, marker)
 
-    def _parent_link(self, record: dict) -> dict | None:
+    def _parent_link(self, record: AttemptRecord) -> dict | None:
         """The parent's model artifact: name, digest (from its marker, else computed from its
         files, which gives the same digest), run id and the lineage record's sha256."""
-        if not record.get("parent"):
+        if not record.parent:
             return None
-        pg, pa = (int(x.split("_")[1]) for x in record["parent"].split("/"))
-        pd = lineage.attempt_dir(self.run_dir, pg, pa)
+        pg, pa = record.parent_key
+        pd = Attempt(self.run_dir, pg, pa).dir
         pm = read_json(pd / self.marker) if (pd / self.marker).exists() else {}
         if not pm.get("artifacts", {}).get("model") and (pd / MARKER).exists():
             pm = read_json(pd / MARKER)
         model = (pm.get("artifacts") or {}).get("model") or {}
-        digest = model.get("digest") or (dir_digest(pd / "model") if (pd / "model").is_dir() else None)
-        prec = lineage.find(self.run_dir, pg, pa) or {}
-        return {"parent": record["parent"], "parent_model_artifact": self.artifact_name("model", pg, pa),
+        pmodel = Attempt(self.run_dir, pg, pa).model
+        digest = model.get("digest") or (dir_digest(pmodel) if pmodel.is_dir() else None)
+        prec = lineage.find(self.run_dir, pg, pa)
+        return {"parent": record.parent, "parent_model_artifact": self.artifact_name("model", pg, pa),
                 "parent_model_digest": digest, "parent_run_id": self.run_id(pg, pa, "train"),
-                "parent_model_sha256": prec.get("model_sha256")}
+                "parent_model_sha256": None if prec is None else prec.model_sha256}
 
-    def _files(self, stage: str, d: Path) -> dict[str, list[tuple[str, Path]]]:
+    def _files(self, stage: str, at: Attempt) -> dict[str, list[tuple[str, Path]]]:
         """artifact kind -> files for this stage, only those on disk."""
-        want = {"propose": {"plan": ["plan.json", "proposal.json", "proposal/candidates.json", "proposal/prompt.txt"],
-                            "recipe": ["recipe.py"]},
-                "train": {"data_manifest": ["@data/manifest.json", "train_spec.json"], "model": ["model/"]},
-                "evaluate": {"eval_report": ["eval.json", "gate.json", "gate.txt"]}}[stage]
+        want = {"propose": {"plan": [at.plan, at.proposal, at.candidates, at.prompt], "recipe": [at.recipe]},
+                "train": {"data_manifest": [self.run_dir / "data" / "manifest.json", at.train_spec],
+                          "model": [at.model]},
+                "evaluate": {"eval_report": [at.eval, at.gate_json, at.gate_txt]}}[stage]
         out: dict[str, list[tuple[str, Path]]] = {}
         for kind, names in want.items():
             paths = []
-            for n in names:
-                p = self.run_dir / n[1:] if n.startswith("@") else d / n
-                if n.endswith("/") and p.is_dir() and any(p.iterdir()):
+            for p in names:
+                if p.is_dir() and any(p.iterdir()):
                     paths.append(("dir", p))
                 elif p.is_file():
                     paths.append(("file", p))
-            if paths and (kind != "model" or (d / "model" / "config.json").exists()):
+            if paths and (kind != "model" or (at.model / "config.json").exists()):
                 out[kind] = paths
         return out
 
-    def _stage(self, wandb, stage: str, record: dict, d: Path, parent: dict | None, arts: dict) -> dict | None:
-        files = self._files(stage, d)
-        started = {"propose": True, "train": (d / "train_spec.json").exists() or (d / "train_metrics.json").exists(),
-                   "evaluate": (d / "eval.json").exists()}[stage]
+    def _stage(self, wandb, stage: str, record: AttemptRecord, d: Path, parent: dict | None,
+               arts: dict) -> dict | None:
+        at = Attempt.from_dir(d)
+        files = self._files(stage, at)
+        started = {"propose": True, "train": at.train_spec.exists() or at.train_metrics.exists(),
+                   "evaluate": at.eval.exists()}[stage]
         if not started:
             return None  # a failed attempt stopped before this stage
-        g, a = record["generation"], record["attempt"]
-        timings = record.get("timings") or (read_json(d / "timings.json") if (d / "timings.json").exists() else {})
-        tags = [record["status"], f"proposer:{record['proposer']}", f"gen:{g}", f"lineage:{self.name}", stage]
+        g, a = record.generation, record.attempt
+        timings = record.timings or (read_json(at.timings) if at.timings.exists() else {})
+        tags = [record.status, f"proposer:{record.proposer}", f"gen:{g}", f"lineage:{self.name}", stage]
         config = {"generation": g, "attempt": a, "stage": stage, "lineage": self.name, "run_dir": str(self.run_dir),
-                  "status": record["status"], "proposer": record["proposer"], "code_origin": record.get("code_origin"),
+                  "status": record.status, "proposer": record.proposer, "code_origin": record.code_origin,
                   "lineage_proposer": self.proposer, **(parent or {"parent": None})}
-        if stage == "propose" and (d / "plan.json").exists():
-            config["plan"] = read_json(d / "plan.json")
+        if stage == "propose" and at.plan.exists():
+            config["plan"] = read_json(at.plan)
         run = wandb.init(project=self.project, entity=self.entity, group=self.group, job_type=stage,
                          name=f"gen{g}-a{a}-{stage}", id=self.run_id(g, a, stage), dir=str(self.run_dir),
                          mode=self.mode, tags=tags, config=config, resume="allow",
@@ -175,24 +177,24 @@ class WandbMirror:
             run.define_metric("*", step_metric="generation")
             point: dict[str, Any] = {"generation": g, f"seconds/{stage}": timings.get(stage)}
             if stage == "propose":
-                cands = _proposal(d).get("candidates") or []
+                cands = (read_json(at.proposal) if at.proposal.exists() else {}).get("candidates") or []
                 point.update({"propose/candidates": len(cands),
                               "propose/valid_candidates": sum(1 for c in cands if c.get("valid")),
-                              "params_planned": record.get("params")})
+                              "params_planned": record.params})
             elif stage == "train":
-                tm = read_json(d / "train_metrics.json") if (d / "train_metrics.json").exists() else {}
+                tm = read_json(at.train_metrics) if at.train_metrics.exists() else {}
                 point.update({f"train/{k}": v for k, v in tm.items() if k != "curve"})
-                point["params"] = record.get("params")
+                point["params"] = record.params
             else:
-                point.update({f"metrics/{k}": v for k, v in flatten(record.get("metrics") or {}).items()})
-                point.update({"params": record.get("params"), "promoted": int(record["status"] == "promoted"),
+                point.update({f"metrics/{k}": v for k, v in flatten(record.metrics or {}).items()})
+                point.update({"params": record.params, "promoted": int(record.status == "promoted"),
                               f"seconds/gate": timings.get("gate")})
-                for c in (record.get("gate") or {}).get("criteria") or []:
+                for c in record.gate.get("criteria") or []:
                     key = f"gate/{criterion_metric(c)}/{criterion_against(c)}"
                     point[f"{key}/bound"], point[f"{key}/passed"] = c.get("bound"), int(bool(c.get("passed")))
             run.log({k: v for k, v in point.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            run.summary["status"] = record["status"]
-            run.summary["gate_reasons"] = "; ".join((record.get("gate") or {}).get("reasons") or [])
+            run.summary["status"] = record.status
+            run.summary["gate_reasons"] = "; ".join(record.gate.get("reasons") or [])
             # inputs: the parent model (it proposed this plan / teaches this child), and the
             # artifacts of the stages before this one in the same attempt
             inputs = {}
@@ -205,10 +207,10 @@ class WandbMirror:
                     run.use_artifact(f"{ref['name']}:latest")
             built = {}
             for kind, paths in files.items():
-                meta = {"generation": g, "attempt": a, "lineage": self.name, "status": record["status"],
+                meta = {"generation": g, "attempt": a, "lineage": self.name, "status": record.status,
                         "inputs": inputs, **(parent or {"parent": None})}
                 if kind == "model":
-                    meta.update(sha256=record.get("model_sha256"), params=record.get("params"))
+                    meta.update(sha256=record.model_sha256, params=record.params)
                 art = wandb.Artifact(self.artifact_name(kind, g, a), type=kind, metadata=meta)
                 for how, p in paths:
                     if how == "dir":
@@ -216,7 +218,7 @@ class WandbMirror:
                     else:
                         art.add_file(str(p), name=str(p.relative_to(d)) if p.is_relative_to(d) else p.name,
                                      policy="immutable")
-                run.log_artifact(art, tags=[f"gen{g}", record["status"]])
+                run.log_artifact(art, tags=[f"gen{g}", record.status])
                 arts[kind] = built[kind] = {"name": art.name.split(":")[0], "digest": art.digest}
             return {"run_id": self.run_id(g, a, stage), "artifacts": built}
         finally:
@@ -231,10 +233,6 @@ def criterion_metric(c: dict) -> str:
 
 def criterion_against(c: dict) -> str:
     return str(c.get("against") or c.get("kind") or "?")
-
-
-def _proposal(d: Path) -> dict:
-    return read_json(d / "proposal.json") if (d / "proposal.json").exists() else {}
 
 
 def dir_digest(path: Path) -> str:
@@ -276,7 +274,7 @@ def replay(run_dir: Path, mode: str = "online", project: str | None = None, enti
     mirror.strict = True
     done = []
     for rec in lineage.attempts(run_dir):
-        d = lineage.attempt_dir(run_dir, rec["generation"], rec["attempt"])
+        d = rec.where(run_dir).dir
         mirror.attempt(rec, d)
         done.append(read_json(d / SYNC_MARKER))
     return done

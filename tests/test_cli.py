@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from recursive.config import compose_config
-from recursive.loop import seed_plan
+from recursive.run_config import seed_plan
 
 
 def check_plan(path, *extra):

@@ -14,7 +14,8 @@ from recursive.evaluate.evals import load_model
 from recursive.evaluate import safety
 from recursive.evaluate.suite import load_items
 from recursive.io import atomic_write_json, atomic_write_text
-from recursive.loop import make_limits, seed_plan
+from recursive.run_config import seed_plan
+from recursive.validate import Limits
 from recursive.plan import DataSpec
 from recursive.validate import validate_plan
 
@@ -74,7 +75,7 @@ def test_contaminated_source_is_refused_before_training(tmp_path):
     assert all(r["rate"] == 0 for name, row in manifest["contamination"].items() if name != "web"
                for r in row.values())
     plan = seed_plan(cfg).model_dump(mode="json")
-    limits = make_limits(cfg, manifest["vocab_size"], None, manifest)
+    limits = Limits.from_config(cfg, manifest["vocab_size"], None, manifest)
     assert validate_plan(plan, limits)[1] == []  # the seed mixture does not use `web`
     plan["data"]["mixture"]["web"] = 0.1
     _, problems = validate_plan(plan, limits)
@@ -100,19 +101,19 @@ def test_changed_eval_file_fails_the_gate_and_is_recorded(tmp_path):
     """The lineage starts (data prepared, eval suite hashed), then an eval set is changed:
     the restart detects it before data preparation could quietly rebuild the file, records
     it in the lineage, and generation 0 fails the gate on integrity."""
-    from recursive.loop import Lineage
+    from recursive.loop import Orchestrator
     cfg = compose_config(SMALL + ["hparams.steps=20", "budget.min_train_tokens=0", "logger=none",
                                   f"run_dir={tmp_path / 'run'}"])
-    first = Lineage(cfg)
-    first.start()
-    first.release()  # the first orchestrator is gone (its process would have ended)
-    eval_bin = sorted((first.run_dir / "eval").glob("*.bin"))[0]
+    first = Orchestrator(cfg)
+    first.rd.open()
+    first.rd.release()  # the first orchestrator is gone (its process would have ended)
+    eval_bin = sorted((first.rd.path / "eval").glob("*.bin"))[0]
     data = bytearray(eval_bin.read_bytes())
     data[:64] = bytes(64)
     eval_bin.write_bytes(bytes(data))
-    result = Lineage(cfg).run()
+    result = Orchestrator(cfg).run()
     assert result["status"] == "stopped" and "generation 0 did not pass the gate" in result["reason"]
-    events = [json.loads(x) for x in (first.run_dir / "lineage.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (first.rd.path / "lineage.jsonl").read_text().splitlines()]
     breach = [e for e in events if e["event"] == "integrity"]
     assert breach and eval_bin.name in breach[0]["problems"][0]
     gen0 = [e for e in events if e["event"] == "attempt"][0]

@@ -14,7 +14,7 @@ from recursive.config import compose_config
 from recursive.data.tokenizer import load_tokenizer, train_tokenizer
 from recursive.evaluate import suite
 from recursive.evaluate.lm_harness import LMEvalError, run_lm_eval
-from recursive.loop import seed_plan
+from recursive.run_config import seed_plan
 from recursive.train.modeling import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "lm_eval"

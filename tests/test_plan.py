@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from recursive.config import compose_config
-from recursive.loop import seed_plan
+from recursive.run_config import seed_plan
 from recursive.plan import Plan, count_params
 from recursive.train.modeling import build_model
 

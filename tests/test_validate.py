@@ -3,9 +3,9 @@ import json
 import pytest
 
 from recursive.config import compose_config
-from recursive.loop import make_limits, seed_plan
+from recursive.run_config import seed_plan
 from recursive.plan import count_params
-from recursive.validate import validate_plan
+from recursive.validate import Limits, validate_plan
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def seed(cfg):
 @pytest.fixture()
 def limits(cfg, seed):
     from recursive.plan import ModelSpec
-    return make_limits(cfg, 1024, count_params(ModelSpec(**seed["model"]), 1024))
+    return Limits.from_config(cfg, 1024, count_params(ModelSpec(**seed["model"]), 1024))
 
 
 def fields(problems):
@@ -29,7 +29,7 @@ def fields(problems):
 
 
 def test_seed_plan_is_valid_against_no_parent(cfg, seed):
-    plan, problems = validate_plan(seed, make_limits(cfg, 1024, None))
+    plan, problems = validate_plan(seed, Limits.from_config(cfg, 1024, None))
     assert plan is not None and problems == []
 
 
@@ -95,7 +95,7 @@ def test_token_budget_floor(seed, limits):
 def test_batch_size_must_split_over_the_ranks(seed):
     # two DDP ranks with 2 accumulation steps: every batch must split into 4 equal micro-batches
     ddp = compose_config(["experiment=smoke", "train=ddp", "train.grad_accum=2"])
-    lim = make_limits(ddp, 1024, None)
+    lim = Limits.from_config(ddp, 1024, None)
     assert lim.batch_multiple == 4
     seed["hparams"]["batch_size"] = 2
     seed["hparams"]["steps"] = 1000

@@ -164,7 +164,7 @@ class OpenAIProposer:
     name = "openai"
 
     def __init__(self, **settings: Any) -> None:
-        from recursive.config import ConfigError
+        from recursive.errors import ConfigError
 
         problems = settings_problems(settings)
         if problems:

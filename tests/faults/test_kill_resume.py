@@ -103,19 +103,21 @@ KILL_POINTS = [
     KillPoint("gen 1 gate->record boundary", exists(f"{G1}/gate.json"), recorded(1), failpoint=("record", 1)),
 ]
 
-# `recursive run` whose orchestrator SIGKILLs its own process group on entering Lineage.METHOD
-# for generation GEN: python -c FAILPOINT METHOD GEN OVERRIDES...
+# `recursive run` whose orchestrator SIGKILLs its own process group on entering stage METHOD
+# ("train") or the recording of the attempt ("record") for generation GEN:
+# python -c FAILPOINT METHOD GEN OVERRIDES...
 FAILPOINT = """
 import os, signal, sys
-from recursive import cli, lineage, loop
+from recursive import cli, loop
 method, gen, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-attempt_dir = {"train": lambda d, plan, parent: d, "record": lambda record, d: d}[method]
-inner = getattr(loop.Lineage, method)
+name = "record" if method == "record" else "run_stage"
+inner = getattr(loop.Orchestrator, name)
 def hooked(self, *args):
-    if lineage.parse_attempt_dir(attempt_dir(*args))[0] == gen:
+    at = args[1]  # run_stage(stage, attempt, record, parent); record(record, attempt)
+    if (name == "record" or args[0] == method) and at.generation == gen:
         os.killpg(os.getpgrp(), signal.SIGKILL)
     return inner(self, *args)
-setattr(loop.Lineage, method, hooked)
+setattr(loop.Orchestrator, name, hooked)
 sys.exit(cli.main(["run", *argv]))
 """
 

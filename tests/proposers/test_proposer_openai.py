@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from recursive.attempt import Attempt
 from recursive.config import ConfigError, compose_config
 from recursive.io import atomic_write_json, read_json
 from recursive.plan import ModelSpec, count_params
@@ -310,7 +311,8 @@ def test_run_proposal_records_usage(server, ctx, valid_plan, limits, tmp_path, m
     server.default = ok(json.dumps(valid_plan), prompt_tokens=500, completion_tokens=200)
     cfg = compose_config(["proposer=openai", f"proposer.base_url={server.url}", "proposer.model=served",
                           "proposer.candidates=3", "proposer.concurrency=1", "proposer.price_per_1k_prompt=2.0"])
-    plan, summary = run_proposal(cfg, ctx, tmp_path / "unused_model", limits, seed=5, out_dir=tmp_path)
+    at = Attempt(tmp_path, 1, 1)
+    plan, summary = run_proposal(cfg, ctx, tmp_path / "unused_model", limits, seed=5, attempt=at)
     atomic_write_json(tmp_path / "proposal.json", summary)  # what the loop writes
     stored = read_json(tmp_path / "proposal.json")
     assert plan is not None and plan.model.model_dump() == valid_plan["model"]
@@ -320,4 +322,4 @@ def test_run_proposal_records_usage(server, ctx, valid_plan, limits, tmp_path, m
     cands = stored["candidates"]
     assert [c["valid"] for c in cands] == [False, True, True] and "invalid JSON" in cands[0]["problems"][0]
     assert [c["n_tokens"] for c in cands] == [3, 200, 200]
-    assert (tmp_path / "proposal" / "prompt.txt").read_text() == build_prompt(ctx, 1200)
+    assert at.prompt.read_text() == build_prompt(ctx, 1200)

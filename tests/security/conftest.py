@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from recursive.config import compose_config
-from recursive.loop import make_limits, seed_plan
+from recursive.run_config import seed_plan
+from recursive.validate import Limits
 from recursive.plan import ModelSpec, count_params
 
 OVERRIDES = ["experiment=smoke"]
@@ -30,7 +31,7 @@ def child_plan(smoke_cfg):
 def limits_factory(smoke_cfg):
     def make(smoke_test=True):
         parent = count_params(ModelSpec(**seed_plan(smoke_cfg).model.model_dump()), 1024)
-        lim = make_limits(smoke_cfg, int(smoke_cfg["data"]["vocab_size"]), parent)
+        lim = Limits.from_config(smoke_cfg, int(smoke_cfg["data"]["vocab_size"]), parent)
         lim.smoke_test = smoke_test
         return lim
     return make

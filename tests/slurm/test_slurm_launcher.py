@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from recursive.config import ConfigError, compose_config
-from recursive.slurm import SlurmError, job_name, render
+from recursive.attempt import Attempt
+from recursive.config import ConfigError, compose_config, compose_typed
+from recursive.launch.slurm import SlurmError, job_name, render
 
 G0 = "generations/gen_000/attempt_01"
 # generation 0 only, long enough to be caught mid-training; 2 ranks fill the 2-CPU node
@@ -29,25 +30,26 @@ GEN0 = ["experiment=smoke", "lineage.generations=0", "logger=none", "launcher=sl
 
 # ------------------------------------------------------------------ no cluster needed
 def test_job_script_carries_every_resource(tmp_path):
-    cfg = compose_config(["launcher=slurm", "train=ddp", "launcher.partition=gpu", "launcher.account=proj",
+    cfg = compose_typed(["launcher=slurm", "train=ddp", "launcher.partition=gpu", "launcher.account=proj",
                           "launcher.qos=high", "launcher.time=02:30:00", "launcher.nodes=2",
                           "launcher.ntasks_per_node=1", "launcher.gpus_per_node=1", "launcher.cpus_per_task=8",
                           "launcher.mem=64G", "launcher.signal=USR1@120", "+launcher.env.NCCL_DEBUG=WARN",
-                          "launcher.extra_sbatch=[--exclusive]"])
-    script = render(cfg["launcher"], cfg["train"], tmp_path / "a dir", "rec-x-g001a01-train")
+                          "launcher.extra_sbatch=[--exclusive]"])[0]
+    at = Attempt(tmp_path / "a dir", 1, 1)
+    script = render(cfg.launcher, cfg.train, at, "rec-x-g001a01-train")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=proj", "#SBATCH --qos=high",
                  "#SBATCH --time=02:30:00", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1",
                  "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G",
                  "#SBATCH --signal=USR1@120", "#SBATCH --requeue", "#SBATCH --exclusive",
                  "#SBATCH --job-name=rec-x-g001a01-train", "export NCCL_DEBUG=WARN"):
         assert line in script.splitlines(), line
-    assert f"-m recursive.train '{tmp_path / 'a dir'}'" in script  # quoted: paths with spaces
+    assert f"-m recursive.train '{at.dir}'" in script  # quoted: paths with spaces
     assert "$SLURM_JOB_ID" in script and "$$" not in script
 
 
 def test_job_script_defaults_leave_out_unset_resources(tmp_path):
-    cfg = compose_config(["launcher=slurm", "train=ddp"])
-    script = render(cfg["launcher"], cfg["train"], tmp_path, "n")
+    cfg = compose_typed(["launcher=slurm", "train=ddp"])[0]
+    script = render(cfg.launcher, cfg.train, Attempt(tmp_path, 1, 1), "n")
     assert "--partition" not in script and "--account" not in script and "--gpus-per-node" not in script
     assert "#SBATCH --ntasks-per-node=2" in script.splitlines()  # train.num_processes over 1 node
 
@@ -67,10 +69,10 @@ def test_bad_launcher_config_names_the_key(override, key):
 def test_unknown_template_placeholder_is_a_clear_error(tmp_path, monkeypatch):
     bad = tmp_path / "train.sbatch"
     bad.write_text("#!/bin/bash\n#SBATCH --time=$tiem\n")
-    monkeypatch.setattr("recursive.slurm.template_path", lambda: bad)
-    cfg = compose_config(["launcher=slurm", "train=ddp"])
+    monkeypatch.setattr("recursive.launch.slurm.template_path", lambda: bad)
+    cfg = compose_typed(["launcher=slurm", "train=ddp"])[0]
     with pytest.raises(SlurmError, match="tiem"):
-        render(cfg["launcher"], cfg["train"], tmp_path, "n")
+        render(cfg.launcher, cfg.train, Attempt(tmp_path, 1, 1), "n")
 
 
 # ------------------------------------------------------------------ a real cluster

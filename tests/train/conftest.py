@@ -4,7 +4,7 @@ import pytest
 
 from recursive.config import compose_config
 from recursive.data.prepare import prepare_data
-from recursive.loop import seed_plan
+from recursive.run_config import seed_plan
 
 
 @pytest.fixture(scope="session")

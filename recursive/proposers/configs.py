@@ -1,0 +1,110 @@
+"""Each proposer's `proposer` config group, typed (torch-free, so composing a config stays quick).
+
+`ProposerConfig` holds what the proposal stage reads for every backend (recursive/propose.py);
+each backend's config adds its own keys, and `backend_kwargs` hands exactly those to it.
+`RunConfig.from_dict` types the composed `proposer` group with the chosen backend's class,
+so a key that backend does not have, or a value of the wrong type, is refused before
+anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+
+@dataclass
+class ProposerConfig:
+    name: str = "self"
+    """Who writes each successor's plan: self | random | fixed | openai."""
+    candidates: int = 6
+    """K plans proposed per attempt; the valid ones are screened and the best is trained."""
+    screen_steps: int = 50
+    """> 0: train a miniature of this many steps of each valid candidate and keep the best."""
+    prompt_chars: int = 1200
+    """Length bound of the prompt the proposer sees (recursive/proposers/prompt.py)."""
+
+
+@dataclass
+class SelfConfig(ProposerConfig):
+    """proposer=self: the parent model decodes under the plan schema (self_model.py)."""
+
+    temperature: float = 0.7
+    """Sampling temperature; below 1 a young proposer imitates the record more than it explores."""
+    max_new_tokens: int = 900
+    """Tokens decoded per candidate."""
+    code_max_chars: int = 64
+    """Schema bound of the plan's code string (an inherited recipe needs none)."""
+    rationale_max_chars: int = 48
+    """Schema bound of the plan's rationale string."""
+
+
+@dataclass
+class RandomConfig(ProposerConfig):
+    """proposer=random: uniform samples over the space the self proposer decodes in."""
+
+    name: str = "random"
+
+
+@dataclass
+class FixedConfig(ProposerConfig):
+    """proposer=fixed: the human seed recipe each generation, architecture shrunk to the budget."""
+
+    name: str = "fixed"
+    candidates: int = 1
+    screen_steps: int = 0
+
+
+@dataclass
+class OpenAIConfig(ProposerConfig):
+    """proposer=openai: any OpenAI-compatible chat-completions server (openai_api.py)."""
+
+    name: str = "openai"
+    base_url: str = "http://localhost:8000/v1"
+    """API root; requests go to {base_url}/chat/completions."""
+    model: Optional[str] = None
+    """Served model name; null: the only one GET {base_url}/models lists."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the key; unset or empty: no Authorization header."""
+    timeout_s: float = 120.0
+    """Socket timeout of one request (connect, and each wait for bytes)."""
+    max_retries: int = 3
+    """Retries of a request after 429, 5xx, a timeout or a connection error."""
+    backoff_s: float = 1.0
+    """First retry delay, doubled each retry; a Retry-After header overrides it."""
+    max_backoff_s: float = 60.0
+    """Cap of any delay, Retry-After included."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    max_tokens: int = 900
+    """Completion tokens per candidate; a reply cut there is "truncated"."""
+    structured_output: str = "json_schema"
+    """json_schema (the server decodes under the plan schema) | json_object | none."""
+    link_context: bool = True
+    """Root anyOf per context in the schema; false for APIs that refuse one (OpenAI's)."""
+    logprobs: bool = False
+    """Ask for token log-probs (selection uses them when nothing is screened)."""
+    concurrency: int = 4
+    """Requests in flight at once (a vLLM server batches them)."""
+    price_per_1k_prompt: float = 0.0
+    """USD per 1000 prompt tokens, for proposal.json usage.cost_usd."""
+    price_per_1k_completion: float = 0.0
+    """USD per 1000 completion tokens."""
+    code_max_chars: int = 64
+    """Schema bound of the plan's code string."""
+    rationale_max_chars: int = 48
+    """Schema bound of the plan's rationale string."""
+    extra_body: Optional[Any] = None
+    """A mapping merged into every request body, e.g. {top_k: 20} (vLLM)."""
+
+
+CONFIGS: dict[str, type[ProposerConfig]] = {"self": SelfConfig, "random": RandomConfig, "fixed": FixedConfig,
+                                            "openai": OpenAIConfig}
+STAGE_KEYS = frozenset(f.name for f in fields(ProposerConfig)) - {"prompt_chars"}
+"""Keys the proposal stage reads and no backend takes (prompt_chars is both)."""
+
+
+def backend_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the backend named by cfg["name"]: its own config keys."""
+    own = {f.name for f in fields(CONFIGS[cfg["name"]])} - STAGE_KEYS
+    return {k: v for k, v in cfg.items() if k in own}

@@ -1,0 +1,270 @@
+"""The run configuration, typed: what `recursive run` composes from configs/ and overrides.
+
+Order of precedence, in one visible place: these dataclass defaults, then the YAML of
+configs/ (a menu of groups; each group file lists its schema first), then command-line
+overrides. The root is registered with hydra's ConfigStore as `run_schema` (configs/
+config.yaml lists it first), so an unknown key or a wrong type is refused at compose time
+with the key named; `RunConfig.__post_init__` then checks ranges and cross-key rules.
+Groups whose shape depends on the choice (proposer, launcher) are typed by the chosen
+backend's own config class (recursive/proposers/configs.py, recursive/launch/) in
+`RunConfig.from_dict`, after composition: their raw values are checked first, so a
+quoted "3" for an integer is refused rather than converted. The architecture and
+hyperparameters of the seed plan are the Plan's (recursive/plan.py), checked there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from recursive.errors import ConfigError
+
+
+@dataclass
+class LineageConfig:
+    name: str = "default"
+    """A label for the lineage (wandb group, dashboards); run_dir defaults to runs/<name>."""
+    generations: int = 3
+    """Successors to produce after generation 0."""
+    max_attempts: int = 3
+    """Proposal attempts per generation before the lineage stops."""
+    seed: int = 0
+    """Seed of data preparation and of every proposal (derived per generation and attempt)."""
+
+
+@dataclass
+class TrustRegion:
+    lr_factor: float = 3.0
+    """lr within x/÷ this factor of the parent's."""
+    factor: float = 2.0
+    """Weight decay, clipping and mixture weights within x/÷ this factor."""
+    tokens_factor: float = 2.0
+    """Training tokens within x/÷ this factor (informational for proposers)."""
+
+
+@dataclass
+class BudgetConfig:
+    param_ratio: float = 0.85
+    """A successor has at most this fraction of its parent's parameters."""
+    min_param_ratio: float = 0.3
+    """... and at least this fraction: one generation is a step, not a collapse."""
+    max_params: int = 50_000_000
+    """No plan may have more parameters than this."""
+    max_train_tokens: int = 2_000_000
+    """Training tokens (steps x batch x context) per plan, at most."""
+    min_train_tokens: int = 400_000
+    """... and at least."""
+    wall_clock_s: Optional[float] = 900
+    """Informational today: shown to proposers as the time a plan should fit."""
+    trust_region: Optional[TrustRegion] = field(default_factory=TrustRegion)
+    """The proposal space around the parent's plan (PBT-style explore); null: the whole budget."""
+
+
+@dataclass
+class DataConfig:
+    vocab_size: int = 4096
+    """Vocabulary of the lineage's BPE tokenizer."""
+    max_chars_per_source: int = 3_000_000
+    """Characters read per source before tokenising."""
+    eval_fraction: float = 0.05
+    """Share of each source's documents held out as its eval split."""
+    sources: Dict[str, Any] = field(default_factory=dict)
+    """Registered data sources: name -> {kind, domain, description, ...} (recursive/data/sources.py)."""
+    seed_mixture: Dict[str, float] = field(default_factory=dict)
+    """Generation 0's mixture weights over the sources."""
+    canaries: Dict[str, Any] = field(default_factory=dict)
+    """Memorisation probe: {source, count, repeats} secrets planted in one source."""
+    contamination: Dict[str, Any] = field(default_factory=dict)
+    """Contamination check: {ngram, doc_threshold} (recursive/data/contamination.py)."""
+
+
+@dataclass
+class TrainConfig:
+    """How the training stage runs (recursive/train/; docs/training.md). These keys reach
+    the trainer in train_spec.json (recursive.train.protocol.TrainSpec)."""
+
+    strategy: str = "single"
+    """single | ddp | zero1 | zero2 | zero3."""
+    num_processes: int = 1
+    """Ranks (torchrun locally, srun tasks under Slurm)."""
+    threads: int = 2
+    """Torch threads per rank."""
+    precision: str = "fp32"
+    """fp32 | bf16 (autocast; DeepSpeed's bf16 mode under ZeRO)."""
+    log_every: int = 20
+    """Steps between logged rows of the training curve."""
+    grad_accum: int = 1
+    """Micro-batches per optimiser step (batch_size % (num_processes * grad_accum) == 0)."""
+    compile: bool = False
+    """torch.compile the model (inductor)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints; 0: only at preemption. Resume is automatic."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk."""
+
+
+SPEC_KEYS = ("strategy", "num_processes", "threads", "precision", "log_every", "grad_accum", "compile",
+             "checkpoint_every", "keep_checkpoints")
+"""TrainConfig fields copied into every train_spec.json."""
+
+
+@dataclass
+class LMEvalConfig:
+    tasks: List[str] = field(default_factory=list)
+    """lm-evaluation-harness task or group names; empty: the harness is not imported."""
+    include_path: Optional[str] = None
+    """A folder of your own task YAMLs (and their local data); hashed for integrity."""
+    limit: Optional[int] = None
+    """Items per task (null: all)."""
+    batch_size: Any = 8
+    """The harness's batch size (an int, or "auto")."""
+
+
+@dataclass
+class EvaluateConfig:
+    """The eval suite and the gate (evaluate/; docs/evals.md)."""
+
+    eval_windows_per_domain: int = 64
+    """Held-out windows per domain."""
+    context: int = 64
+    """Eval window length: fixed, so generations with different training contexts compare."""
+    arithmetic_problems: int = 100
+    """Greedy exact match on this many held-out problems."""
+    refusal_items: int = 40
+    """Held-out safety requests (half harmful, half benign look-alikes)."""
+    collapse_samples: int = 8
+    """Sampled continuations for distinct-n."""
+    collapse_tokens: int = 32
+    """Tokens per sampled continuation."""
+    proposer_samples: int = 4
+    """Plans sampled from the successor to measure its valid-plan rate."""
+    max_contamination_rate: float = 0.01
+    """A plan may not weight a source holding more than this share of an eval set's documents."""
+    lm_eval: LMEvalConfig = field(default_factory=LMEvalConfig)
+    """Optional lm-evaluation-harness tasks."""
+    gate: Dict[str, Any] = field(default_factory=dict)
+    """Criteria: name -> {metric, against: absolute|parent|gen0, one bound} (evaluate/gate.py)."""
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    """wandb (a mirror of the run directory) | none."""
+    mode: str = "offline"
+    """wandb mode: offline (files under <run_dir>/wandb) | online | disabled."""
+    project: str = "recursive"
+    """wandb project."""
+    entity: Optional[str] = None
+    """wandb entity (team); null: the account's default."""
+
+
+@dataclass
+class SeedPlanConfig:
+    code: str = "recipes/seed.py"
+    """The seed recipe module, relative to the recursive package."""
+    rationale: str = "Human seed plan."
+    """The seed plan's rationale, kept in the lineage."""
+
+
+@dataclass
+class RunConfig:
+    """The root of `recursive run`'s configuration."""
+
+    run_dir: str = MISSING
+    """The lineage's directory: the source of truth, resumed when it exists."""
+    lineage: LineageConfig = field(default_factory=LineageConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    model: Dict[str, Any] = field(default_factory=dict)
+    """Generation 0's architecture: a Plan `model` section (recursive/plan.py ModelSpec)."""
+    hparams: Dict[str, Any] = field(default_factory=dict)
+    """The seed plan's hyperparameters: a Plan `hparams` section (recursive/plan.py HParams)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    proposer: Any = MISSING
+    """The proposer's own config (recursive/proposers/configs.py), chosen by proposer=NAME."""
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    launcher: Any = MISSING
+    """Where heavy stages run (recursive/launch/), chosen by launcher=NAME."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed_plan: SeedPlanConfig = field(default_factory=SeedPlanConfig)
+
+    def __post_init__(self) -> None:
+        problems = check(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plain tree (config.json's shape) for the parts that still take dicts."""
+        from dataclasses import asdict
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> "RunConfig":
+        """Type and check a plain config tree (a composed config, or a run directory's
+        config.json): the same schema as at compose time."""
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        from recursive.launch import CONFIGS as LAUNCHERS
+        from recursive.proposers.configs import CONFIGS as PROPOSERS
+        proposer, launcher = tree.get("proposer") or {}, tree.get("launcher") or {}
+        if proposer.get("name", "self") not in PROPOSERS:
+            raise ConfigError(f"proposer.name must be one of {', '.join(PROPOSERS)}, got {proposer.get('name')!r}")
+        if launcher.get("name", "local") not in LAUNCHERS:
+            raise ConfigError(f"launcher.name must be one of {', '.join(LAUNCHERS)}, got {launcher.get('name')!r}")
+        if proposer.get("name") == "openai":  # strict types on the raw values, before any conversion
+            from recursive.proposers.openai_api import settings_problems
+            problems = settings_problems(proposer)
+            if problems:
+                raise ConfigError("; ".join(problems))
+        typed = {"proposer": OmegaConf.structured(PROPOSERS[proposer.get("name", "self")]),
+                 "launcher": OmegaConf.structured(LAUNCHERS[launcher.get("name", "local")])}
+        try:
+            return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), typed, tree))
+        except OmegaConfBaseException as e:
+            raise ConfigError(" ".join(str(e).split())) from None
+
+
+def typed(cfg: "RunConfig | dict[str, Any]") -> RunConfig:
+    """A RunConfig from either form (scripts and tests often hold the composed dict)."""
+    return cfg if isinstance(cfg, RunConfig) else RunConfig.from_dict(cfg)
+
+
+def seed_plan(cfg: "RunConfig | dict[str, Any]"):
+    """The human seed plan of configs/: generation 0's architecture, hyperparameters,
+    mixture and recipe (recursive/recipes/seed.py by default)."""
+    from pathlib import Path
+
+    from recursive.plan import Plan
+    c = typed(cfg)
+    return Plan.model_validate({
+        "model": c.model, "hparams": c.hparams, "data": {"mixture": c.data.seed_mixture},
+        "code": (Path(__file__).parent / c.seed_plan.code).read_text(), "rationale": c.seed_plan.rationale})
+
+
+def check(c: RunConfig) -> list[str]:
+    """Ranges and cross-key rules the types cannot say, one line per problem."""
+    from recursive.train.protocol import PRECISIONS, STRATEGIES
+    out = []
+
+    def need(ok: bool, key: str, expected: str, got: Any) -> None:
+        if not ok:
+            out.append(f"config value {key} must be {expected}, got {got!r}")
+
+    need(c.lineage.generations >= 0, "lineage.generations", ">= 0", c.lineage.generations)
+    need(c.lineage.max_attempts >= 1, "lineage.max_attempts", ">= 1", c.lineage.max_attempts)
+    b = c.budget
+    need(0 < b.param_ratio <= 1, "budget.param_ratio", "in (0, 1]", b.param_ratio)
+    need(c.train.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}", c.train.strategy)
+    need(c.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", c.train.precision)
+    if hasattr(c.launcher, "problems"):
+        out += c.launcher.problems(c)
+    return out
+
+
+def register() -> None:
+    """Register the root schema with hydra's ConfigStore (idempotent)."""
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)

@@ -1,0 +1,134 @@
+"""Opening a run directory for the orchestrator: one holder at a time, the same config as
+before, the environment recorded, eval integrity checked, data prepared.
+
+`RunDir` is what every stage shares: the typed config, the data manifest, the tokenizer,
+the launcher and the wandb mirror, plus the few lineage-wide facts the stages read
+(the seed plan, the budget for a parent, the integrity breaches so far).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from recursive import lineage
+from recursive.config import dump_yaml, resume_conflicts
+from recursive.errors import ConfigError, StageError
+from recursive.io import atomic_write_json, atomic_write_text, read_json
+from recursive.launch import make_launcher
+from recursive.launch.local import hold_lock
+from recursive.plan import Plan
+from recursive.run_config import RunConfig, seed_plan
+from recursive.validate import Limits
+
+LOCK_FILE, ENV_FILE = "orchestrator.lock", "env.json"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def log(msg: str) -> None:
+    print(f"[recursive {datetime.now().strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class RunDir:
+    def __init__(self, cfg: RunConfig, tree: dict):
+        self.cfg, self.tree = cfg, tree  # typed, and the same as config.json's plain tree
+        self.path = Path(cfg.run_dir).resolve()
+        self._lock = None
+        self.mirror = None
+
+    # ---------------------------------------------------------------- set-up
+    def open(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = hold_lock(self.path / LOCK_FILE)
+        if self._lock is None:
+            holder = (self.path / LOCK_FILE).read_text().strip() or "?"
+            raise StageError(f"another `recursive run` holds {self.path} ({holder}); two orchestrators "
+                             "on one run directory would duplicate attempts: wait for it or stop it")
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()} on {platform.node()} since {now()}\n")
+        self._lock.flush()
+        stored_path = self.path / lineage.CONFIG_FILE
+        if stored_path.exists():
+            conflicts = resume_conflicts(read_json(stored_path), self.tree)
+            if conflicts:
+                raise ConfigError(f"run_dir {self.path} was started with a different configuration "
+                                  f"(differs in: {', '.join(conflicts[:8])}); use a new run_dir or the same overrides")
+        atomic_write_json(stored_path, self.tree)
+        atomic_write_text(self.path / "config.yaml", dump_yaml(self.tree))
+        if not (self.path / ENV_FILE).exists():
+            atomic_write_json(self.path / ENV_FILE, environment())
+        from recursive.data.prepare import prepare_data  # heavy imports only when running
+        from recursive.evaluate import suite
+        reference = suite.read_reference(self.path)
+        if reference is not None:
+            # before prepare_data, which would quietly rebuild a changed eval file
+            self.check_integrity(when="lineage restart")
+        t0 = time.perf_counter()
+        self.manifest = prepare_data(self.tree["data"], self.path, seed=self.cfg.lineage.seed)
+        self.prepare_seconds = time.perf_counter() - t0
+        if reference is None:  # the lineage starts: this is what every evaluation is checked against
+            atomic_write_json(self.path / "integrity.json", suite.snapshot(self.path, self.manifest))
+        self.vocab_size = int(self.manifest["vocab_size"])
+        from recursive.wandb_log import make_mirror
+        self.mirror = make_mirror(self.tree, self.path)
+        self.launcher = make_launcher(self.cfg, log)
+        return self
+
+    def release(self) -> None:
+        """Let go of the run directory (another orchestrator, or another one in this
+        process, may take it); the kernel does the same when the process ends."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
+
+    # ---------------------------------------------------------------- lineage-wide facts
+    @property
+    def tokenizer(self) -> Path:
+        return self.path / self.manifest["tokenizer"]
+
+    def seed_plan(self) -> Plan:
+        return seed_plan(self.cfg)
+
+    def limits(self, parent_params: int | None) -> Limits:
+        return Limits.from_config(self.cfg, self.vocab_size, parent_params, self.manifest)
+
+    def check_integrity(self, when: str) -> list[str]:
+        """Compare eval data and code with the lineage-start snapshot; a breach is recorded in
+        the lineage and fails every later gate of this run directory."""
+        from recursive.evaluate import suite
+        problems = suite.verify(self.path, suite.read_reference(self.path))
+        if problems:
+            lineage.append(self.path, {"event": "integrity", "when": when, "problems": problems, "time": now()})
+            log(f"INTEGRITY BREACH ({when}): " + "; ".join(problems))
+        return problems
+
+    def breaches(self) -> list[str]:
+        return [p for e in lineage.events(self.path) if e.get("event") == "integrity" for p in e["problems"]]
+
+
+def environment() -> dict:
+    """What env.json records: the interpreter, packages and git revision that ran."""
+    pkgs = {}
+    for name in ("torch", "transformers", "accelerate", "deepspeed", "hydra-core", "wandb", "tokenizers",
+                 "pydantic", "xgrammar", "numpy", "recursive"):
+        try:
+            pkgs[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pkgs[name] = None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {"python": sys.version, "platform": platform.platform(), "packages": pkgs, "git_revision": rev,
+            "argv": sys.argv, "time": now()}
