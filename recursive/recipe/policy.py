@@ -19,13 +19,6 @@ SAFE_BUILTINS = (
     "abs all any bool dict enumerate float int isinstance len list max min pow range "
     "reversed round slice sorted sum tuple zip True False None ValueError ArithmeticError"
 ).split()
-# kept for callers that read it; the policy itself is the allowlists below
-BANNED_NAMES = {
-    "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals", "vars",
-    "getattr", "setattr", "delattr", "__import__", "importlib", "help", "exit", "quit",
-    "memoryview", "type", "object", "super", "dir", "id", "hasattr", "classmethod",
-    "staticmethod", "property", "os", "sys", "subprocess", "socket", "builtins",
-}
 
 # Attributes of the allowed modules. Pure tensor maths only: nothing here reads or writes
 # files (load, save, from_file), loads native code (ops, library, classes, utils.cpp_extension),
