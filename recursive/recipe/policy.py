@@ -1,42 +1,17 @@
-"""The recipe module: the training code a proposer may rewrite, and the box it runs in.
+"""Layer 1 of the recipe box: the static allowlist `check_policy` runs over a recipe's source
+before the code executes anywhere (the loader runs it again in every process).
 
-Three layers here, a fourth in `recursive.sandbox`:
-1. `check_policy`: a static *allowlist* over the whole module, run before the code executes
-   anywhere: the AST node types a recipe may use, the imports (math, torch,
-   torch.nn.functional), every name (bound in the module or an allowlisted builtin), every
-   attribute of those modules (`TORCH_ATTRS`, `F_ATTRS`, `MATH_ATTRS`) and every attribute of
-   any other object (`OBJECT_ATTRS`: tensor, dict and number methods). Anything not listed
-   is refused, so a new torch entry point that reaches files or native code is refused by
-   default. No attribute may be assigned or deleted (no monkeypatching), no name may start
-   with an underscore, no string may contain a dunder, no module may be used as a value.
-2. `load_recipe`: executes the module with reduced builtins and an import hook that only
-   admits the allowlisted modules, and wraps the two functions so that whatever they raise
-   reaches the trainer as `RecipeRuntimeError` (a ValueError: the plan's fault, never a
-   crash of the stage) and a Python-level loop that overruns `call_seconds` is stopped.
-3. `smoke_test`: runs the recipe in a separate, isolated process under CPU-time and memory
-   limits, a wall-clock timeout and the runtime guard of `recursive.sandbox`, before any
-   training is spent on it.
-docs/threat-model.md says what this contains and what it does not.
+Everything a recipe may use is listed here: AST node types, imports, builtins, module and
+object attributes; anything not listed is refused. The loader reads the import and builtin
+lists too, so the static check and the restricted execution agree on one list.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-import json
 import math
-import os
-import re
-import subprocess
-import sys
-import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from types import ModuleType
-from typing import Callable
-
-from recursive.sandbox import recipe_scope
 
 ALLOWED_IMPORTS = {"math", "torch", "torch.nn.functional"}
 REQUIRED = {"lr_lambda": 3, "loss": 4}  # function name -> positional parameters
@@ -44,13 +19,6 @@ SAFE_BUILTINS = (
     "abs all any bool dict enumerate float int isinstance len list max min pow range "
     "reversed round slice sorted sum tuple zip True False None ValueError ArithmeticError"
 ).split()
-# kept for callers that read it; the policy itself is the allowlists below
-BANNED_NAMES = {
-    "eval", "exec", "compile", "open", "input", "breakpoint", "globals", "locals", "vars",
-    "getattr", "setattr", "delattr", "__import__", "importlib", "help", "exit", "quit",
-    "memoryview", "type", "object", "super", "dir", "id", "hasattr", "classmethod",
-    "staticmethod", "property", "os", "sys", "subprocess", "socket", "builtins",
-}
 
 # Attributes of the allowed modules. Pure tensor maths only: nothing here reads or writes
 # files (load, save, from_file), loads native code (ops, library, classes, utils.cpp_extension),
@@ -359,206 +327,3 @@ def _is_constant(node: ast.AST | None) -> bool | None:
                 for x in (n.left, n.right)):
             return None
     return True
-
-
-def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-    if (isinstance(name, str) and isinstance(fromlist, list) and not level and name.startswith("torch.")
-            and name in sys.modules):
-        # torch's C code (e.g. torch.tensor) imports its own, already loaded submodules through
-        # the caller's builtins with a list fromlist; recipe bytecode passes None or a tuple
-        return sys.modules[name]
-    full = {f"{name}.{f}" for f in fromlist or ()} | {name}
-    allowed = ALLOWED_IMPORTS | {"torch.nn"} | {f"{m}.{a}" for m, attrs in MODULE_ATTRS.items() for a in attrs}
-    if level or not isinstance(name, str) or not (full <= allowed):
-        raise ImportError(f"recipe may not import {name}")
-    return builtins.__import__(name, globals, locals, fromlist, level)
-
-
-MAX_RANGE = 10**7  # a recipe's loops are over steps or small tensors, never more
-
-
-def _bounded_range(*args):
-    """range() for recipes: at most MAX_RANGE items, so `sum(range(10**12))`, a loop in C
-    that neither the call deadline nor a signal can interrupt, fails at once instead."""
-    r = range(*args)
-    if len(r) > MAX_RANGE:
-        raise ValueError(f"range of {len(r):,} items exceeds the recipe limit {MAX_RANGE:,}")
-    return r
-
-
-class RecipeRuntimeError(ValueError):
-    """The recipe raised, or overran its time, while the trainer called it: the plan's fault
-    (a ValueError, which the training process records as the attempt's failure)."""
-
-
-@dataclass
-class Recipe:
-    lr_lambda: Callable[[int, int, int], float]
-    loss: Callable
-    source: str
-
-
-def _guarded_call(fn: Callable, name: str, call_seconds: float) -> Callable:
-    """`fn` with its exceptions turned into RecipeRuntimeError and its Python-level execution
-    stopped after `call_seconds` (a line trace on the recipe's own frames; a single long C call,
-    e.g. one huge tensor op, is bounded by the process's limits instead)."""
-    code_name = "<recipe>"
-
-    def wrapped(*args):
-        deadline = time.monotonic() + call_seconds
-
-        def local(frame, event, arg):
-            if event == "line" and time.monotonic() > deadline:
-                raise RecipeRuntimeError(f"recipe {name}() ran longer than {call_seconds:g} s")
-            return local
-
-        def tracer(frame, event, arg):
-            return local if frame.f_code.co_filename == code_name else None
-
-        previous = sys.gettrace()
-        sys.settrace(tracer)
-        try:
-            with recipe_scope():  # a scoped runtime guard (the trainer's) acts from here on
-                return fn(*args)
-        except RecipeRuntimeError:
-            raise
-        except Exception as e:  # noqa: BLE001 (anything the recipe raises is the plan's fault)
-            raise RecipeRuntimeError(f"recipe {name}() raised {type(e).__name__}: {str(e)[:300]}") from None
-        finally:
-            sys.settrace(previous)
-
-    wrapped.__name__ = name
-    return wrapped
-
-
-def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
-    """Policy-check, then execute the module with reduced builtins. Raises ValueError.
-    The returned functions raise RecipeRuntimeError (a ValueError) for anything the recipe does
-    wrong at run time, including a Python-level loop longer than `call_seconds` per call."""
-    issues = check_policy(source)
-    if issues:
-        raise ValueError("recipe violates the code policy: " + "; ".join(map(str, issues)))
-    safe = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
-    safe["__import__"] = _guarded_import
-    safe["range"] = _bounded_range
-    module = ModuleType("recipe")
-    module.__dict__["__builtins__"] = safe
-    try:
-        code = compile(source, "<recipe>", "exec")
-        _guarded_call(lambda: exec(code, module.__dict__), "<module>", call_seconds)()  # noqa: S102
-    except RecipeRuntimeError as e:
-        raise ValueError(f"recipe module failed to load: {e}") from None
-    return Recipe(lr_lambda=_guarded_call(module.lr_lambda, "lr_lambda", call_seconds),
-                  loss=_guarded_call(module.loss, "loss", call_seconds), source=source)
-
-
-_SMOKE = r"""
-import json, math, resource, sys
-cpu, mem, call_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-sys.path[:0] = json.loads(sys.argv[4])  # -I drops PYTHONPATH: the parent's import roots, explicitly
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-import torch
-torch.set_num_threads(1)
-resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-from recursive.recipe import load_recipe
-from recursive.sandbox import install_guard
-source = sys.stdin.read()
-install_guard(read_roots=(), write_roots=())
-r = load_recipe(source, call_seconds=call_s)
-out = {"lr": [], "loss": None}
-for step in (0, 1, 5, 50, 99):
-    v = float(r.lr_lambda(step, 100, 10))
-    if not (math.isfinite(v) and 0.0 <= v <= 10.0):
-        raise ValueError(f"lr_lambda({step}, 100, 10) = {v}, expected a finite number in [0, 10]")
-    out["lr"].append(v)
-g = torch.Generator().manual_seed(0)
-logits = torch.randn(2, 8, 32, generator=g, requires_grad=True)
-labels = torch.randint(0, 32, (2, 8), generator=g)
-hp = {"distill_weight": 0.5, "distill_temperature": 2.0}
-for teacher in (None, torch.randn(2, 8, 32, generator=g)):
-    l = r.loss(logits, labels, teacher, hp)
-    if not (isinstance(l, torch.Tensor) and l.dim() == 0 and torch.isfinite(l)):
-        raise ValueError(f"loss() returned {l!r}, expected a finite scalar tensor")
-    l.backward()
-    if logits.grad is None or not torch.isfinite(logits.grad).all():
-        raise ValueError("loss() gives no finite gradient w.r.t. the logits")
-    out["loss"] = float(l)
-print(json.dumps(out))
-"""
-
-
-def _import_roots() -> list[str]:
-    """Where this process imports `recursive` and torch from, for a child started with -I
-    (isolated: no PYTHONPATH, no user site, no cwd), so that an install on PYTHONPATH or
-    with --target works as a site-packages install does."""
-    import recursive
-    import torch
-    roots = [str(Path(m.__file__).resolve().parents[1]) for m in (recursive, torch)]
-    return [r for i, r in enumerate(roots) if r not in roots[:i]]
-
-
-def smoke_test(source: str, *, cpu_seconds: int = 20, memory_bytes: int = 4 << 30,
-               timeout: float = 60.0) -> list[str]:
-    """Run the recipe on random tensors in a child process with resource limits, a wall-clock
-    timeout and the runtime guard (no file opens outside the Python installation, no writes,
-    sockets, subprocesses or ctypes). Returns problems (empty list = passed)."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "PYTHONPATH")}
-    env["OMP_NUM_THREADS"] = "1"
-    call_seconds = max(1.0, min(float(cpu_seconds), timeout) / 4)
-    try:
-        proc = subprocess.run([sys.executable, "-I", "-c", _SMOKE, str(cpu_seconds), str(memory_bytes),
-                               str(call_seconds), json.dumps(_import_roots())],
-                              input=source, capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd="/", start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return [f"smoke test timed out after {timeout:.0f} s"]
-    if proc.returncode < 0:
-        return [f"smoke test killed by signal {-proc.returncode} (CPU-time limit {cpu_seconds} s "
-                f"or memory limit {memory_bytes >> 20} MiB)"]
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        return [f"smoke test failed: {tail[:300]}"]
-    try:
-        json.loads(proc.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
-        return ["smoke test printed no result"]
-    return []
-
-
-EDIT_SEARCH, EDIT_SEP, EDIT_REPLACE = "<<<<<<< SEARCH", "=======", ">>>>>>> REPLACE"
-_EDIT_BLOCK = re.compile(r"<<<<<<< SEARCH\n(.*?)\n=======\n(.*?)\n?>>>>>>> REPLACE", re.S)
-
-
-def is_edit(code: str) -> bool:
-    """A proposal's `code` is search/replace edits to the parent's recipe when it starts with
-    a SEARCH marker (aider's format):
-        <<<<<<< SEARCH
-        exact lines of the parent's recipe
-        =======
-        their replacement
-        >>>>>>> REPLACE
-    (several blocks may follow each other); anything else is a whole module."""
-    return code.lstrip().startswith(EDIT_SEARCH)
-
-
-def apply_edits(parent_code: str, edits: str) -> tuple[str | None, list[str]]:
-    """Apply search/replace blocks in order. Each SEARCH text must occur exactly once in the
-    recipe as edited so far. Returns (the new module, []) or (None, problems)."""
-    blocks = _EDIT_BLOCK.findall(edits)
-    if not blocks:
-        return None, ["code: starts with <<<<<<< SEARCH but holds no complete SEARCH/=======/REPLACE block"]
-    rest = _EDIT_BLOCK.sub("", edits).strip()
-    if rest:
-        return None, [f"code: text outside the edit blocks: {rest[:60]!r}"]
-    code = parent_code
-    for i, (search, replace) in enumerate(blocks, 1):
-        n = code.count(search) if search else 0
-        if n != 1:
-            return None, [f"code: edit {i}: the SEARCH text occurs {n} times in the parent's recipe (expected once)"]
-        code = code.replace(search, replace, 1)
-    return code, []
-
-
-def seed_recipe_source() -> str:
-    return (Path(__file__).parent / "recipes" / "seed.py").read_text()

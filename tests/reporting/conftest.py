@@ -14,27 +14,14 @@ import pytest
 
 from recursive import lineage
 from recursive.io import append_jsonl, atomic_write_json
+from recursive.recipe import seed_recipe_source
 
-SEED_RECIPE = '''import math
-
-import torch.nn.functional as F
-
-
-def lr_lambda(step, total_steps, warmup_steps):
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def loss(logits, labels, teacher_logits, hp):
-    vocab = logits.shape[-1]
-    return F.cross_entropy(logits.reshape(-1, vocab).float(), labels.reshape(-1), ignore_index=-100)
-'''
+SEED_RECIPE = seed_recipe_source()
 
 LINEAR_RECIPE = SEED_RECIPE.replace(
     "    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))",
     "    return max(0.1, 1.0 - progress)  # linear decay")
+assert LINEAR_RECIPE != SEED_RECIPE, "the seed recipe no longer has the cosine line LINEAR_RECIPE replaces"
 
 # (generation, attempt, status, parent attempt id, reason); one shape per proposer
 SHAPES = {
