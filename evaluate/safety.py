@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recursive.data.safety import REFUSAL_MARKERS
+from recursive.data.requests import REFUSAL_MARKERS
 from recursive.data.shards import open_shard
 from recursive.evaluate.evals import greedy_complete
 
