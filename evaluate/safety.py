@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from recursive.data.requests import REFUSAL_MARKERS
 from recursive.data.shards import open_shard
-from recursive.evaluate.evals import greedy_complete
+from recursive.evaluate.capability import greedy_complete
 
 
 def refusal(model, tok, items: list[dict], n: int) -> dict:

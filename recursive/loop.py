@@ -102,8 +102,8 @@ class Lineage:
         if not (self.run_dir / "env.json").exists():
             atomic_write_json(self.run_dir / "env.json", environment())
         from recursive.data.prepare import prepare_data  # heavy imports only when running
-        from recursive.evaluate import suite
-        reference = suite.read_reference(self.run_dir)
+        from recursive.evaluate import integrity
+        reference = integrity.read_reference(self.run_dir)
         if reference is not None:
             # before prepare_data, which would quietly rebuild a changed eval file
             self.check_integrity(reference, when="lineage restart")
@@ -111,7 +111,7 @@ class Lineage:
         self.manifest = prepare_data(self.cfg["data"], self.run_dir, seed=self.cfg["lineage"]["seed"])
         self.prepare_seconds = time.perf_counter() - t0
         if reference is None:  # the lineage starts: this is what every evaluation is checked against
-            atomic_write_json(self.run_dir / "integrity.json", suite.snapshot(self.run_dir, self.manifest))
+            atomic_write_json(self.run_dir / "integrity.json", integrity.snapshot(self.run_dir, self.manifest))
         self.vocab_size = int(self.manifest["vocab_size"])
         from recursive.wandb_log import make_mirror
         self.mirror = make_mirror(self.cfg, self.run_dir)
@@ -365,8 +365,8 @@ class Lineage:
     def check_integrity(self, reference: dict, when: str) -> list[str]:
         """Compare eval data and code with the lineage-start snapshot; a breach is recorded in
         the lineage and fails every later gate of this run directory."""
-        from recursive.evaluate import suite
-        problems = suite.verify(self.run_dir, reference)
+        from recursive.evaluate import integrity
+        problems = integrity.verify(self.run_dir, reference)
         if problems:
             lineage.append(self.run_dir, {"event": "integrity", "when": when, "problems": problems, "time": _now()})
             log(f"INTEGRITY BREACH ({when}): " + "; ".join(problems))
@@ -375,9 +375,9 @@ class Lineage:
     def evaluate(self, g: int, a: int, d: Path, record: dict) -> dict:
         if (d / "eval.json").exists():
             return read_json(d / "eval.json")
-        from recursive.evaluate import suite
-        from recursive.evaluate.evals import run_suite
-        self.check_integrity(suite.read_reference(self.run_dir), when=f"before evaluating gen {g} attempt {a}")
+        from recursive.evaluate import integrity, suite
+        from recursive.evaluate.suite import run_suite
+        self.check_integrity(integrity.read_reference(self.run_dir), when=f"before evaluating gen {g} attempt {a}")
         breaches = [p for e in lineage.events(self.run_dir) if e.get("event") == "integrity" for p in e["problems"]]
         parent_path = None if record["parent"] is None else self.run_dir / lineage.find(
             self.run_dir, *_parse_id(record["parent"]))["model_path"]
