@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recursive.data.safety import REFUSAL_MARKERS
+from recursive.data.requests import REFUSAL_MARKERS
 from recursive.data.shards import open_shard
-from recursive.evaluate.evals import greedy_complete
+from recursive.evaluate.capability import greedy_complete
 
 
 def refusal(model, tok, items: list[dict], n: int) -> dict:

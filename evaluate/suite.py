@@ -1,9 +1,11 @@
-"""The eval suite: what runs on every candidate successor, what each metric means, and
-the integrity check that comes first.
+"""The eval suite: what runs on every candidate successor (`run_suite`) and what each
+metric means.
 
-Each eval declares its metrics with their direction (which way is better) and the files
-it reads; `<attempt>/eval_suite.json` records those declarations with the data hashes,
-and `<attempt>/eval.json` holds the numbers (a nested dict of numbers, as in the lineage).
+Each eval declares its metrics with their direction (which way is better, `DIRECTIONS`)
+and the files it reads (`SUITE`); `<attempt>/eval_suite.json` records those declarations
+with the data hashes (`write_declarations`), and `<attempt>/eval.json` holds the numbers
+(a nested dict of numbers, as in the lineage). The evals themselves are in capability.py
+and safety.py; the integrity check that comes first is in integrity.py.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recursive.io import atomic_write_json, read_json, sha256_file
-
-EVAL_CODE = Path(__file__).parent
+from recursive.evaluate.integrity import code_hashes
+from recursive.io import atomic_write_json
 
 # metric path -> "lower" or "higher" is better; `*` stands for each domain
 DIRECTIONS = {
@@ -40,62 +41,42 @@ SUITE = {
 }
 
 
-def eval_files(run_dir: Path, manifest: dict) -> dict[str, str]:
-    """Every file the evals read or run, relative path -> sha256 expected."""
-    files = {e["path"]: e["sha256"] for e in manifest["eval"].values()}
-    files.update({e["path"]: e["sha256"] for e in manifest["eval_items"].values()})
-    return files
+def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifest: dict, cfg: dict,
+              proposal: dict) -> dict:
+    """Every eval of the suite except proposer competence (the loop adds that) on the model
+    at `model_path`; `parent_path` is the proposing model (None for generation 0)."""
+    # heavy imports only when evaluating: the declarations above need neither torch nor a model
+    import numpy as np
+    import torch
 
-
-def code_hashes() -> dict[str, str]:
-    return {f"evaluate/{p.name}": sha256_file(p) for p in sorted(EVAL_CODE.glob("*.py"))}
-
-
-def lm_eval_files(include_path: str | None) -> dict[str, str]:
-    """Every file under `evaluate.lm_eval.include_path` (task YAMLs, their local data and
-    any task code), absolute path -> sha256; data a YAML reads from elsewhere is not covered."""
-    if not include_path:
-        return {}
-    root = Path(include_path).expanduser().resolve()
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    return {str(p): sha256_file(p) for p in sorted(files)}
-
-
-def _include_path(run_dir: Path) -> str | None:
-    # the loop writes the resolved config before it takes the snapshot
-    p = run_dir / "config.json"
-    return ((read_json(p).get("evaluate") or {}).get("lm_eval") or {}).get("include_path") if p.exists() else None
-
-
-def snapshot(run_dir: Path, manifest: dict) -> dict:
-    """Hashes of eval data and eval code, as the lineage starts."""
-    out = {"data": eval_files(run_dir, manifest), "code": code_hashes()}
-    include = _include_path(run_dir)
-    if include:
-        out["lm_eval"] = {"include_path": str(Path(include).expanduser().resolve()), "files": lm_eval_files(include)}
-    return out
-
-
-def verify(run_dir: Path, reference: dict) -> list[str]:
-    """Mismatches between the eval files and code now and the lineage-start snapshot."""
-    out = []
-    for rel, sha in sorted(reference["data"].items()):
-        p = run_dir / rel
-        if not p.exists():
-            out.append(f"eval file {rel} is missing")
-        elif sha256_file(p) != sha:
-            out.append(f"eval file {rel} changed since the lineage started")
-    now = code_hashes()
-    for rel, sha in sorted(reference["code"].items()):
-        if now.get(rel) != sha:
-            out.append(f"eval code {rel} changed since the lineage started")
-    out += [f"eval code {rel} added since the lineage started" for rel in sorted(set(now) - set(reference["code"]))]
-    if "lm_eval" in reference:
-        then, now = reference["lm_eval"]["files"], lm_eval_files(reference["lm_eval"]["include_path"])
-        out += [f"lm_eval task file {p} is missing" for p in sorted(set(then) - set(now))]
-        out += [f"lm_eval task file {p} changed since the lineage started"
-                for p in sorted(then) if p in now and now[p] != then[p]]
-        out += [f"lm_eval task file {p} added since the lineage started" for p in sorted(set(now) - set(then))]
+    from recursive.evaluate import safety
+    from recursive.evaluate.capability import arithmetic_exact_match, heldout_loss, load_model
+    model, tok = load_model(model_path)
+    ctx, windows = int(cfg["context"]), int(cfg["eval_windows_per_domain"])
+    shards = {name: run_dir / e["path"] for name, e in sorted(manifest["eval"].items())}
+    losses = {name: heldout_loss(model, path, ctx, windows) for name, path in shards.items()}
+    losses["mean"] = float(np.mean(list(losses.values())))
+    out = {"heldout_loss": losses, "params": sum(p.numel() for p in model.parameters())}
+    out["arithmetic"] = arithmetic_exact_match(model, tok, load_items(run_dir, manifest, "arithmetic"),
+                                               int(cfg["arithmetic_problems"]))
+    text_shards = [shards[n] for n in sorted(shards) if manifest["eval"][n]["domain"] in ("code", "prose")]
+    sfty = safety.refusal(model, tok, load_items(run_dir, manifest, "safety"), int(cfg["refusal_items"]))
+    sfty.update(safety.canary_recall(model, tok, load_items(run_dir, manifest, "canary")))
+    sfty.update(safety.collapse(model, text_shards or list(shards.values()), ctx, int(cfg["collapse_samples"]),
+                                int(cfg["collapse_tokens"]), seed=0))
+    sfty.update(safety.code_incidents(proposal))
+    out["safety"] = sfty
+    if parent_path is not None:
+        parent, _ = load_model(parent_path)
+        out["fidelity"] = {"kl_to_parent": safety.kl_to_parent(model, parent, list(shards.values()), ctx,
+                                                                max(1, windows // 2))}
+    harness = cfg.get("lm_eval") or {}
+    if harness.get("tasks"):  # optional extra: imported only when tasks are configured
+        model = parent = None  # the harness loads its own copy from model_path
+        from recursive.evaluate.lm_harness import run_lm_eval
+        out["lm_eval"] = run_lm_eval(model_path, list(harness["tasks"]), harness.get("include_path"),
+                                     harness.get("limit"), harness.get("batch_size", 8),
+                                     device="cuda" if torch.cuda.is_available() else "cpu")
     return out
 
 
@@ -123,8 +104,3 @@ def load_items(run_dir: Path, manifest: dict, task: str) -> list[dict]:
         if entry["task"] == task:
             return [json.loads(ln) for ln in (run_dir / entry["path"]).read_text().splitlines() if ln.strip()]
     return []
-
-
-def read_reference(run_dir: Path) -> dict | None:
-    p = run_dir / "integrity.json"
-    return read_json(p) if p.exists() else None

@@ -68,8 +68,8 @@ class RunDir:
         if not (self.path / ENV_FILE).exists():
             atomic_write_json(self.path / ENV_FILE, environment())
         from recursive.data.prepare import prepare_data  # heavy imports only when running
-        from recursive.evaluate import suite
-        reference = suite.read_reference(self.path)
+        from recursive.evaluate import integrity
+        reference = integrity.read_reference(self.path)
         if reference is not None:
             # before prepare_data, which would quietly rebuild a changed eval file
             self.check_integrity(when="lineage restart")
@@ -77,7 +77,7 @@ class RunDir:
         self.manifest = prepare_data(self.tree["data"], self.path, seed=self.cfg.lineage.seed)
         self.prepare_seconds = time.perf_counter() - t0
         if reference is None:  # the lineage starts: this is what every evaluation is checked against
-            atomic_write_json(self.path / "integrity.json", suite.snapshot(self.path, self.manifest))
+            atomic_write_json(self.path / "integrity.json", integrity.snapshot(self.path, self.manifest))
         self.vocab_size = int(self.manifest["vocab_size"])
         from recursive.wandb_log import make_mirror
         self.mirror = make_mirror(self.tree, self.path)
@@ -105,8 +105,8 @@ class RunDir:
     def check_integrity(self, when: str) -> list[str]:
         """Compare eval data and code with the lineage-start snapshot; a breach is recorded in
         the lineage and fails every later gate of this run directory."""
-        from recursive.evaluate import suite
-        problems = suite.verify(self.path, suite.read_reference(self.path))
+        from recursive.evaluate import integrity
+        problems = integrity.verify(self.path, integrity.read_reference(self.path))
         if problems:
             lineage.append(self.path, {"event": "integrity", "when": when, "problems": problems, "time": now()})
             log(f"INTEGRITY BREACH ({when}): " + "; ".join(problems))

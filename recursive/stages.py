@@ -143,12 +143,11 @@ def verify_model(model_dir: Path, expected: str | None, what: str) -> None:
 def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     """-> eval.json (every metric of the suite, proposer competence included) and eval_suite.json."""
     from recursive.evaluate import suite
-    from recursive.evaluate.evals import run_suite
     rd.check_integrity(when=f"before evaluating gen {at.generation} attempt {at.attempt}")
     breaches = rd.breaches()
     parent_model = None if record.parent_key is None else Attempt(rd.path, *record.parent_key).model
     proposal = read_json(at.proposal) if at.proposal.exists() else {}
-    metrics = run_suite(at.model, parent_model, rd.path, rd.manifest, rd.tree["evaluate"], proposal)
+    metrics = suite.run_suite(at.model, parent_model, rd.path, rd.manifest, rd.tree["evaluate"], proposal)
     metrics["integrity"] = {"ok": int(not breaches), "breaches": len(breaches)}
     metrics["train"] = {k: v for k, v in read_json(at.train_metrics).items() if isinstance(v, (int, float))}
     # the successor must be able to propose: sample plans from it for its own would-be child

@@ -10,7 +10,7 @@ from recursive.config import compose_config
 from recursive.data.prepare import prepare_data
 from recursive.data.sources import load_documents
 from recursive.evaluate.gate import gate
-from recursive.evaluate.evals import load_model
+from recursive.evaluate.capability import load_model
 from recursive.evaluate import safety
 from recursive.evaluate.suite import load_items
 from recursive.io import atomic_write_json, atomic_write_text

@@ -12,7 +12,7 @@ import pytest
 
 from recursive.config import compose_config
 from recursive.data.tokenizer import load_tokenizer, train_tokenizer
-from recursive.evaluate import suite
+from recursive.evaluate import integrity
 from recursive.evaluate.lm_harness import LMEvalError, run_lm_eval
 from recursive.run_config import seed_plan
 from recursive.train.modeling import build_model
@@ -88,20 +88,20 @@ def test_task_files_are_in_the_integrity_snapshot(tmp_path):
     run_dir.mkdir()
     (run_dir / "config.json").write_text(json.dumps({"evaluate": {"lm_eval": {"include_path": str(tasks)}}}))
     manifest = {"eval": {}, "eval_items": {}}
-    reference = suite.snapshot(run_dir, manifest)
+    reference = integrity.snapshot(run_dir, manifest)
     assert str(tasks / "toy_choice.yaml") in reference["lm_eval"]["files"]
-    assert suite.verify(run_dir, reference) == []
+    assert integrity.verify(run_dir, reference) == []
     data = tasks / "toy_choice.jsonl"
     data.write_text(data.read_text().replace('"label": 0', '"label": 1'))
     (tasks / "extra.yaml").write_text("task: extra\n")
-    problems = suite.verify(run_dir, reference)
+    problems = integrity.verify(run_dir, reference)
     assert any("toy_choice.jsonl" in p and "changed" in p for p in problems)
     assert any("extra.yaml" in p and "added" in p for p in problems)
 
 
 def test_run_suite_reports_lm_eval_tasks(tmp_path):
     from recursive.data.prepare import prepare_data
-    from recursive.evaluate.evals import run_suite
+    from recursive.evaluate.suite import run_suite
     cfg = compose_config(["experiment=smoke", "data.max_chars_per_source=100000",
                           "evaluate.eval_windows_per_domain=2", "evaluate.arithmetic_problems=2",
                           "evaluate.refusal_items=2", "evaluate.collapse_samples=1", "evaluate.collapse_tokens=4",

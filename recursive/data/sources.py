@@ -10,7 +10,7 @@ with different seeds are scored on the same eval sets:
   never inside a train code file; byte-identical texts in both splits are dropped from train.
 - arithmetic: eval problems come from a fixed stream; train (from the seed) never repeats
   an eval expression.
-- safety: a quarter of the subject pairs are held out (see `recursive.data.safety`).
+- safety: a quarter of the subject pairs are held out (see `recursive.data.requests`).
 - research_record: the eval split is always empty: the record changes every generation,
   and proposer competence is evaluated by asking the model to propose, not by loss.
 - hf: a named `eval_split`, or a hash of the text carved off by `eval_fraction`.
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from recursive.data.arithmetic import arithmetic_problems, arithmetic_space
-from recursive.data.safety import REFUSAL_MARKERS, safety_documents, safety_eval_items  # noqa: F401 (re-exported)
+from recursive.data.requests import REFUSAL_MARKERS, safety_documents, safety_eval_items  # noqa: F401 (re-exported)
 
 REGISTERED_KINDS: tuple[str, ...] = ("stdlib_code", "stdlib_prose", "arithmetic", "safety", "research_record", "hf")
 PLAN_PREFIX = "\nPLAN: "  # = recursive.proposers.prompt.PLAN_MARKER

@@ -9,7 +9,7 @@ import pytest
 from recursive.data import sources
 from recursive.data.sources import (REFUSAL_MARKERS, REGISTERED_KINDS, arithmetic_eval_items, check_source,
                                     describe, format_research_record, load_documents, safety_eval_items)
-from recursive.data.safety import safety_documents, subjects
+from recursive.data.requests import safety_documents, subjects
 
 KW = {"eval_fraction": 0.05, "seed": 0}
 

@@ -1,5 +1,6 @@
-"""Templated safety data: harmful requests answered with a refusal, benign look-alikes
-answered helpfully.
+"""Templated request data: harmful requests answered with a refusal, benign look-alikes
+answered helpfully (the training and eval documents of the `safety` source; the safety
+evals themselves are in evaluate/safety.py).
 
 Subjects come in pairs that share surface words ("make a pipe bomb" / "make a pipe cleaner
 bunny"), so a model cannot pass by refusing every prompt that contains a scary word: the
