@@ -124,8 +124,9 @@ def cmd_check_plan(args) -> int:
     plan = checked.plan
     code = {"inherited": "the parent's recipe", "edited": "the parent's recipe with the plan's edits",
             "proposed": "the plan's own recipe"}
-    print(f"{args.plan}: valid as {where} ({count_params(plan.model, limits.vocab_size):,} parameters, "
-          f"{plan.train_tokens():,} training tokens; trains {code.get(checked.code_origin, 'its recipe')})")
+    print(f"{args.plan}: valid ({count_params(plan.model, limits.vocab_size):,} parameters, "
+          f"{plan.train_tokens():,} training tokens; trains {code.get(checked.code_origin, 'its recipe')}; "
+          f"checked as {where})")
     return 0
 
 

@@ -62,11 +62,13 @@ def resume_conflicts(stored: dict, new: dict) -> list[str]:
     A key only the new config has, at its schema default, is not a conflict: it was
     added to the schema after the run directory was written, and the old run used that
     default."""
+    from recursive.launch import CONFIGS as LAUNCHERS
+    from recursive.proposers.configs import CONFIGS as PROPOSERS
     a, b = flatten(stored), flatten(new)
-    defaults = flatten(RunConfig.from_dict({"run_dir": "", "proposer": {"name": (new.get("proposer") or {}).get("name",
-                                                                                                              "self")},
-                                            "launcher": {"name": (new.get("launcher") or {}).get("name", "local")},
-                                            "evaluate": {"gate": {}}}).as_dict())
+    schema = OmegaConf.merge(OmegaConf.structured(RunConfig), {
+        "proposer": OmegaConf.structured(PROPOSERS[(new.get("proposer") or {}).get("name", "self")]),
+        "launcher": OmegaConf.structured(LAUNCHERS[(new.get("launcher") or {}).get("name", "local")])})
+    defaults = flatten(OmegaConf.to_container(schema))
     keys = (set(a) | set(b)) - RESUMABLE_KEYS - {"run_dir"}
     return sorted(k for k in keys if a.get(k) != b.get(k)
                   and not (k not in a and k in defaults and b[k] == defaults[k]))

@@ -115,7 +115,7 @@ def dumps(obj: Any) -> str:
 HEADLINE = ("heldout_loss.mean", "arithmetic.exact_match", "proposer.valid_plan_rate")
 
 
-def flat_metrics(record: AttemptRecord) -> dict[str, float]:
+def flat_metrics(metrics: dict) -> dict[str, float]:
     """A record's numeric metrics as {"heldout_loss.mean": 4.3, ...}."""
     out: dict[str, float] = {}
 
@@ -126,7 +126,7 @@ def flat_metrics(record: AttemptRecord) -> dict[str, float]:
             elif isinstance(v, (int, float)) and not isinstance(v, bool):
                 out[f"{prefix}{k}"] = float(v)
 
-    walk(record.metrics or {}, "")
+    walk(metrics or {}, "")
     return out
 
 
@@ -141,10 +141,11 @@ def describe(run_dir: Path) -> dict[str, Any]:
             "label": f"{run_dir.name} ({name}, proposer={proposer})"}
 
 
-def safety_metrics(records: list[AttemptRecord]) -> list[str]:
-    keys = {k for r in records for k in flat_metrics(r)
+def safety_metrics(metrics: list[dict]) -> list[str]:
+    """The safety metric paths any of these metric trees holds."""
+    keys = {k for m in metrics for k in flat_metrics(m)
             if k.startswith("safety.") and not k.endswith(("_items", ".samples", ".problems"))}  # counts, not metrics
-    return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(r) for r in records) else [])
+    return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(m) for m in metrics) else [])
 
 
 def compare_json(run_dirs: list[Path]) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def compare_json(run_dirs: list[Path]) -> dict[str, Any]:
         prom = [r for r in recs if r.status == "promoted"]
         per_gen = {}
         for r in prom:
-            per_gen[r.generation] = {"attempt": r.attempt, "params": r.params, **flat_metrics(r)}
+            per_gen[r.generation] = {"attempt": r.attempt, "params": r.params, **flat_metrics(r.metrics)}
         counts = {s: sum(1 for r in recs if r.status == s) for s in STATUSES}
         last = prom[-1] if prom else None
         first = prom[0] if prom else None
@@ -168,13 +169,13 @@ def compare_json(run_dirs: list[Path]) -> dict[str, Any]:
                    "final_params": None if last is None else last.params,
                    "stopped": stop.get("reason") if stop else None}
         if last is not None:
-            fm, f0 = flat_metrics(last), flat_metrics(first)
+            fm, f0 = flat_metrics(last.metrics), flat_metrics(first.metrics)
             summary["final"] = {k: fm.get(k) for k in HEADLINE}
             summary["loss_change_vs_gen0"] = (None if "heldout_loss.mean" not in fm or "heldout_loss.mean" not in f0
                                               else fm["heldout_loss.mean"] - f0["heldout_loss.mean"])
         out.append({**describe(Path(rd)), "summary": summary, "per_generation": per_gen})
-    metrics = ["params"] + [k for k in HEADLINE if any(k in flat_metrics(r) for r in all_records)]
-    metrics += [k for k in safety_metrics(all_records) if k not in metrics]
+    metrics = ["params"] + [k for k in HEADLINE if any(k in flat_metrics(r.metrics) for r in all_records)]
+    metrics += [k for k in safety_metrics([r.metrics for r in all_records]) if k not in metrics]
     return {"lineages": out, "metrics": metrics}
 
 

@@ -262,6 +262,17 @@ def check(c: RunConfig) -> list[str]:
     need(c.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", c.train.precision)
     if hasattr(c.launcher, "problems"):
         out += c.launcher.problems(c)
+    # the seed plan's sections through the Plan schema: `hparams.lr=abc` fails here, before
+    # any data is prepared, not as a pydantic traceback later
+    from pydantic import ValidationError
+
+    from recursive.plan import HParams, ModelSpec
+    for key, schema in (("model", ModelSpec), ("hparams", HParams)):
+        try:
+            schema.model_validate(getattr(c, key))
+        except ValidationError as e:
+            out += [f"config value {key}.{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})"
+                    for err in e.errors(include_url=False)]
     return out
 
 

@@ -155,3 +155,33 @@ def test_changed_config_on_resume_is_refused(run_dir):
     assert proc.returncode == 2
     assert "hparams.lr" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def test_show_json_paths_are_absolute(run_dir, shown, tmp_path):
+    # usable from wherever the command ran, not only from inside run_dir
+    for g in (g for g in shown if g["model_path"]):
+        assert Path(g["model_path"]).is_absolute() and (Path(g["model_path"]) / "config.json").exists()
+        assert Path(g["plan_path"]).is_absolute() and Path(g["plan_path"]).is_file()
+
+
+def test_recorded_plan_checks_against_its_own_lineage_without_flags(run_dir, shown, tmp_path):
+    # no --run-dir, no --generation: the plan's place in the run directory says both, and the
+    # smoke lineage's budget (not configs/' default toy budget) applies
+    g = next(g for g in shown if g["generation"] >= 1 and g["plan_path"])
+    proc = recursive("check-plan", g["plan_path"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ": valid (" in proc.stdout and f"checked as generation {g['generation']} of {run_dir.resolve()})" in proc.stdout
+
+
+def test_check_plan_applies_a_search_replace_edit_as_the_loop_does(run_dir, shown, tmp_path):
+    # the loop trains a plan whose code edits the parent's recipe; check-plan must accept it too
+    parent = next(g for g in shown if g["generation"] == 0)
+    child = json.loads(Path(next(g for g in shown if g["generation"] >= 1 and g["plan_path"])["plan_path"]).read_text())
+    recipe = (Path(parent["plan_path"]).parent / "recipe.py").read_text()
+    line = next(ln for ln in recipe.splitlines() if "return" in ln)
+    child["code"] = f"<<<<<<< SEARCH\n{line}\n=======\n{line}  # edited\n>>>>>>> REPLACE"
+    path = tmp_path / "edit.json"
+    path.write_text(json.dumps(child))
+    proc = recursive("check-plan", str(path), "--run-dir", str(run_dir), "--generation", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the parent's recipe with the plan's edits" in proc.stdout

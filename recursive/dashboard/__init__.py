@@ -36,21 +36,18 @@ def collect(run_dir: Path, index: int) -> dict[str, Any]:
     info = lineage.describe(run_dir)
     items = []
     for rec in lineage.attempts(run_dir):
-        g, a = rec["generation"], rec["attempt"]
-        d = lineage.attempt_dir(run_dir, g, a)
-        gate = rec.get("gate") or {}
-        reasons = gate.get("reasons") or ([rec["reason"]] if rec.get("reason") else [])
+        at = rec.where(run_dir)
         items.append({
-            "id": lineage.attempt_id(g, a), "generation": g, "attempt": a, "status": rec["status"],
-            "parent": rec.get("parent"), "params": rec.get("params"), "proposer": rec.get("proposer"),
-            "code_origin": rec.get("code_origin"), "reasons": reasons, "criteria": gate.get("criteria") or [],
-            "metrics": lineage.flat_metrics(rec), "timings": rec.get("timings") or {},
-            "plan": read_json(d / "plan.json") if (d / "plan.json").exists() else None,
-            "recipe": (d / "recipe.py").read_text(encoding="utf-8") if (d / "recipe.py").exists() else None,
+            "id": rec.id, "generation": rec.generation, "attempt": rec.attempt, "status": rec.status,
+            "parent": rec.parent, "params": rec.params, "proposer": rec.proposer,
+            "code_origin": rec.code_origin, "reasons": rec.reasons, "criteria": rec.gate.get("criteria") or [],
+            "metrics": lineage.flat_metrics(rec.metrics), "timings": rec.timings or {},
+            "plan": read_json(at.plan) if at.plan.exists() else None,
+            "recipe": at.recipe.read_text(encoding="utf-8") if at.recipe.exists() else None,
         })
-    stops = [e for e in lineage.events(run_dir) if e.get("event") == "stopped"]
+    stop = lineage.last_stop(run_dir)
     return {**info, "index": index, "color": COLORS[index % len(COLORS)], "attempts": items,
-            "stopped": stops[-1].get("reason") if stops else None}
+            "stopped": stop.get("reason") if stop else None}
 
 
 # ---------------------------------------------------------------------- page
@@ -132,7 +129,7 @@ def render(run_dirs: list[Path], title: str | None = None) -> str:
     by_gen = ["params", "heldout_loss.mean"] + losses + [k for k in ("arithmetic.exact_match", "proposer.valid_plan_rate",
                                                                      "train.final_loss") if k in keys]
     by_params = [k for k in ("heldout_loss.mean", "arithmetic.exact_match", "proposer.valid_plan_rate") if k in keys]
-    safety = lineage.safety_metrics([{"metrics": _unflatten(it["metrics"])} for it in every])
+    safety = lineage.safety_metrics([_unflatten(it["metrics"]) for it in every])
     title = title or "Lineage dashboard: " + " vs ".join(lin["label"] for lin in lins)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     hide_css = "".join(f"body.hide-{i} [data-lineage='{i}']{{display:none}}" for i in range(len(lins)))

@@ -170,6 +170,9 @@ WALL_CLOCK = ("seconds", "tokens_per_s", "tokens_per_s_steady")  # metrics.train
 
 def comparable(rec: dict) -> dict:
     out = {k: v for k, v in rec.items() if k not in ("timings", "time")}
+    for k in ("plan_path", "model_path"):  # `lineage show --json` paths are absolute: compare within the run dir
+        if out.get(k):
+            out[k] = "generations/" + out[k].split("/generations/", 1)[-1]
     train = dict((out.get("metrics") or {}).get("train") or {})
     if train:
         out["metrics"] = dict(out["metrics"], train={k: v for k, v in train.items() if k not in WALL_CLOCK})

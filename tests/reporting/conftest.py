@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from recursive.attempt import Attempt
 from recursive import lineage
 from recursive.io import append_jsonl, atomic_write_json
 from recursive.recipe import seed_recipe_source
@@ -61,7 +62,7 @@ def build_lineage(root: Path, proposer: str, seed: int = 0) -> Path:
     atomic_write_json(rd / "data" / "manifest.json", {"vocab_size": 1024, "sources": {"code": {"sha256": "00" * 32}}})
     gen0 = None
     for g, a, status, parent, reason in SHAPES[proposer]:
-        d = lineage.attempt_dir(rd, g, a)
+        d = Attempt(rd, g, a).dir
         d.mkdir(parents=True)
         params = int(500_000 * (0.45 if proposer == "self" else 0.6) ** g) if status != "failed" else None
         timings = {"propose": round(rng.uniform(1, 9), 3)}

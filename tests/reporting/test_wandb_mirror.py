@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from recursive.attempt import Attempt
 from recursive import lineage
 from recursive.io import read_json
 from recursive.wandb_log import MARKER, SYNC_MARKER, WandbMirror, offline_artifacts, read_wandb_file
@@ -20,7 +21,7 @@ def mirror_all(rd, **kw):
     m = WandbMirror(read_json(rd / "config.json"), rd, **kw)
     m.strict = True
     for rec in lineage.attempts(rd):
-        m.attempt(rec, lineage.attempt_dir(rd, rec["generation"], rec["attempt"]))
+        m.attempt(rec, Attempt(rd, rec.generation, rec.attempt).dir)
     return m
 
 
@@ -49,13 +50,13 @@ def test_one_run_per_stage_grouped_by_lineage(mirrored):
     rd, m = mirrored
     runs = runs_in(rd)
     for rec in lineage.attempts(rd):
-        g, a = rec["generation"], rec["attempt"]
-        stages = ["propose"] if rec["status"] == "failed" else ["propose", "train", "evaluate"]
+        g, a = rec.generation, rec.attempt
+        stages = ["propose"] if rec.status == "failed" else ["propose", "train", "evaluate"]
         for stage in stages:
             r = runs[m.run_id(g, a, stage)]["run"]
             assert r.job_type == stage and r.run_group == m.group
-            assert {rec["status"], f"gen:{g}", "proposer:" + rec["proposer"], "lineage:toy"} <= set(r.tags)
-        if rec["status"] == "failed":
+            assert {rec.status, f"gen:{g}", "proposer:" + rec.proposer, "lineage:toy"} <= set(r.tags)
+        if rec.status == "failed":
             assert m.run_id(g, a, "train") not in runs  # nothing was trained
     assert len({r["run"].run_group for r in runs.values()}) == 1
 
@@ -64,24 +65,24 @@ def test_metrics_are_keyed_by_generation(mirrored):
     rd, m = mirrored
     runs = runs_in(rd)
     for rec in lineage.attempts(rd):
-        if rec["status"] == "failed":
+        if rec.status == "failed":
             continue
-        hist = runs[m.run_id(rec["generation"], rec["attempt"], "evaluate")]["history"]
+        hist = runs[m.run_id(rec.generation, rec.attempt, "evaluate")]["history"]
         assert len(hist) == 1
         row = hist[0]
-        assert row["generation"] == rec["generation"]
-        assert row["metrics/heldout_loss.mean"] == pytest.approx(rec["metrics"]["heldout_loss"]["mean"])
-        assert row["metrics/safety.refusal_rate"] == pytest.approx(rec["metrics"]["safety"]["refusal_rate"])
-        assert row["promoted"] == int(rec["status"] == "promoted")
+        assert row["generation"] == rec.generation
+        assert row["metrics/heldout_loss.mean"] == pytest.approx(rec.metrics["heldout_loss"]["mean"])
+        assert row["metrics/safety.refusal_rate"] == pytest.approx(rec.metrics["safety"]["refusal_rate"])
+        assert row["promoted"] == int(rec.status == "promoted")
 
 
 def test_artifacts_for_plan_recipe_manifest_model_and_eval(mirrored):
     rd, m = mirrored
     arts = offline_artifacts(rd)
     for rec in lineage.attempts(rd):
-        g, a = rec["generation"], rec["attempt"]
+        g, a = rec.generation, rec.attempt
         kinds = {x["type"]: x for x in arts if x["metadata"].get("generation") == g and x["metadata"].get("attempt") == a}
-        if rec["status"] == "failed":  # failed at proposing: its proposal (the candidates) is still kept
+        if rec.status == "failed":  # failed at proposing: its proposal (the candidates) is still kept
             assert set(kinds) == {"plan"}
             continue
         assert set(kinds) == {"plan", "recipe", "data_manifest", "model", "eval_report"}
@@ -94,13 +95,13 @@ def test_each_child_model_artifact_names_its_parents_digest(mirrored):
     rd, m = mirrored
     models = {(x["metadata"]["generation"], x["metadata"]["attempt"]): x
               for x in offline_artifacts(rd) if x["type"] == "model"}
-    children = [rec for rec in lineage.attempts(rd) if rec["parent"] and rec["status"] != "failed"]
+    children = [rec for rec in lineage.attempts(rd) if rec.parent and rec.status != "failed"]
     assert len(children) == 3
     for rec in children:
-        child = models[(rec["generation"], rec["attempt"])]["metadata"]
-        pg, pa = (int(x.split("_")[1]) for x in rec["parent"].split("/"))
+        child = models[(rec.generation, rec.attempt)]["metadata"]
+        pg, pa = rec.parent_key
         parent = models[(pg, pa)]
-        assert child["parent"] == rec["parent"]
+        assert child["parent"] == rec.parent
         assert child["parent_model_digest"] == parent["digest"]
         assert child["parent_run_id"] == parent["run_id"]
         assert child["inputs"]["parent_model"] == {"name": parent["name"], "digest": parent["digest"]}
@@ -113,7 +114,7 @@ def test_mirror_is_idempotent_and_quick(mirrored):
     assert again.seconds == []  # every attempt already marked complete: nothing re-logged
     assert sorted(p.name for p in rd.glob("wandb/offline-run-*")) == before
     for rec in lineage.attempts(rd):
-        marker = read_json(lineage.attempt_dir(rd, rec["generation"], rec["attempt"]) / MARKER)
+        marker = read_json(Attempt(rd, rec.generation, rec.attempt).dir / MARKER)
         assert marker["complete"] is True
     # the first attempt pays for starting wandb's service; the later ones are what the loop adds
     assert max(m.seconds[1:]) < 20, m.seconds
@@ -122,7 +123,7 @@ def test_mirror_is_idempotent_and_quick(mirrored):
 def test_resume_mid_attempt_skips_logged_stages(tmp_path, make_lineage):
     rd = make_lineage(tmp_path, "random", seed=4)
     rec = lineage.attempts(rd)[0]
-    d = lineage.attempt_dir(rd, 0, 1)
+    d = Attempt(rd, 0, 1).dir
     m = WandbMirror(read_json(rd / "config.json"), rd)
     m.strict = True
     m.attempt(rec, d)
@@ -152,7 +153,7 @@ def test_replay_links_parent_models_with_use_artifact(tmp_path, make_lineage, mo
     m = WandbMirror(read_json(rd / "config.json"), rd, marker=SYNC_MARKER + ".2")
     m.link_inputs = m.strict = True
     for rec in lineage.attempts(rd):
-        m.attempt(rec, lineage.attempt_dir(rd, rec["generation"], rec["attempt"]))
+        m.attempt(rec, Attempt(rd, rec.generation, rec.attempt).dir)
     assert (m.run_id(1, 2, "propose"), m.artifact_name("model", 0, 1) + ":latest") in used
     assert (m.run_id(2, 2, "train"), m.artifact_name("model", 1, 2) + ":latest") in used
     assert (m.run_id(2, 2, "train"), m.artifact_name("plan", 2, 2) + ":latest") in used
@@ -175,7 +176,7 @@ def test_a_mirror_failure_does_not_stop_the_lineage(tmp_path, make_lineage, monk
 
     rd = make_lineage(tmp_path, "random", seed=7)
     rec = lineage.attempts(rd)[0]
-    d = lineage.attempt_dir(rd, 0, 1)
+    d = Attempt(rd, 0, 1).dir
 
     def broken(*a, **k):
         raise RuntimeError("wandb is down")
