@@ -26,10 +26,11 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from .base import SEPARATORS, Candidate, ProposalContext
+from .configs import OpenAIConfig
 from .prompt import build_prompt
 from .schema import proposal_schema
 
@@ -41,29 +42,7 @@ SYSTEM = ("You write the training plan of a smaller successor language model. Re
           "A `code` that is not a valid recipe module is replaced by the parent's recipe.")
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The `proposer` config group of proposer=openai (configs/proposer/openai.yaml)."""
-
-    base_url: str = "http://localhost:8000/v1"  # API root; requests go to {base_url}/chat/completions
-    model: str | None = None  # served model name; None: the only one GET {base_url}/models lists
-    api_key_env: str = "OPENAI_API_KEY"  # env var holding the key; unset or empty: no Authorization header
-    timeout_s: float = 120.0  # socket timeout of one request (connect, and each wait for bytes)
-    max_retries: int = 3  # retries of a request after 429, 5xx, a timeout or a connection error
-    backoff_s: float = 1.0  # first retry delay, doubled each retry; a Retry-After header overrides it
-    max_backoff_s: float = 60.0  # cap of any delay, Retry-After included
-    temperature: float = 0.7
-    max_tokens: int = 900  # completion tokens per candidate; a reply cut there is "truncated"
-    structured_output: str = "json_schema"  # json_schema | json_object | none (see module docstring)
-    link_context: bool = True  # root anyOf per context (proposal_schema); False for OpenAI's hosted API
-    logprobs: bool = False  # ask for token log-probs: Candidate.logprob, used when nothing is screened
-    concurrency: int = 4  # requests in flight at once (a vLLM server batches them)
-    price_per_1k_prompt: float = 0.0  # USD per 1000 prompt tokens, for usage.cost_usd
-    price_per_1k_completion: float = 0.0  # USD per 1000 completion tokens
-    prompt_chars: int = 1200  # build_prompt's max_chars
-    code_max_chars: int = 64  # schema bound of the plan's code string
-    rationale_max_chars: int = 48  # schema bound of the plan's rationale string
-    extra_body: dict[str, Any] | None = None  # merged into each request body (vLLM: top_k, ...)
+Settings = OpenAIConfig  # the `proposer` config group of proposer=openai; one definition (configs.py)
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "float": (int, float), "int": (int,), "bool": (bool,)}
@@ -78,7 +57,8 @@ def settings_problems(cfg: dict[str, Any]) -> list[str]:
     for name, f in known.items():
         if name not in cfg:
             continue
-        value, typ = cfg[name], str(f.type).split(" ")[0]  # annotations are strings: "str | None" -> "str"
+        # annotations are strings: "Optional[str]" -> "str"
+        value, typ = cfg[name], str(f.type).removeprefix("Optional[").removesuffix("]")
         if name == "model" and value is None:
             continue
         if name == "extra_body":
