@@ -67,7 +67,7 @@ class OpenAIConfig(ProposerConfig):
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the key; unset or empty: no Authorization header."""
     timeout_s: float = 120.0
-    """Socket timeout of one request (connect, and each wait for bytes)."""
+    """Bound of one whole request: connect, headers and body, redirect hops included."""
     max_retries: int = 3
     """Retries of a request after 429, 5xx, a timeout or a connection error."""
     backoff_s: float = 1.0
@@ -96,6 +96,9 @@ class OpenAIConfig(ProposerConfig):
     """Schema bound of the plan's rationale string."""
     extra_body: Optional[Any] = None
     """A mapping merged into every request body, e.g. {top_k: 20} (vLLM)."""
+    check_endpoint: bool = True
+    """`recursive run` lists the endpoint's models before generation 0 trains and stops in one
+    line if it cannot; false for an endpoint that starts later."""
 
 
 CONFIGS: dict[str, type[ProposerConfig]] = {"self": SelfConfig, "random": RandomConfig, "fixed": FixedConfig,

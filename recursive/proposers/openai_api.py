@@ -8,29 +8,30 @@ under it as the self proposer does with xgrammar); json_object asks only for JSO
 none for nothing, and both put the schema in the system message instead. Whatever the
 server promises, every plan is validated afterwards (`recursive.propose.judge`).
 
-HTTP is the standard library's (urllib): no client package to pin, and the server's
-JSON is parsed by the same json module that parses every other plan. The API key is
-read from the environment at each propose() and only ever put in the Authorization
-header; it is not stored, logged or written anywhere.
+HTTP is the standard library's (http.client, in `.http`): no client package to pin, and
+the server's JSON is parsed by the same json module that parses every other plan. The
+API key is read from the environment at each request batch and only ever put in the
+Authorization header, which never leaves base_url's origin (a redirect elsewhere is
+refused); it is not stored, logged or written anywhere. timeout_s bounds each request as
+a whole. The plan is the first JSON object of the reply's content, so a reply with a
+<think> block, a ```json fence or prose around the object still parses.
 """
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
 import math
 import os
+import re
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from typing import Any
 
 from .base import SEPARATORS, Candidate, ProposalContext
 from .configs import OpenAIConfig
+from .http import Failure, request
 from .prompt import build_prompt
 from .schema import proposal_schema
 
@@ -85,54 +86,72 @@ def settings_problems(cfg: dict[str, Any]) -> list[str]:
     return out
 
 
-class _Failure(Exception):
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable, self.retry_after = retryable, retry_after
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), if any."""
-    value = (headers or {}).get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _server_message(e: urllib.error.HTTPError) -> str:
-    """The error text of an HTTP error body: OpenAI's {"error": {"message"}}, vLLM's
-    {"message"}, FastAPI's {"detail"}, else the raw body; one line, at most 300 chars."""
-    try:
-        raw = e.read(1 << 16).decode("utf-8", "replace")
-    except (OSError, http.client.HTTPException):
-        raw = ""
-    try:
-        body = json.loads(raw)
-        err = body.get("error", body) if isinstance(body, dict) else body
-        msg = err.get("message") or err.get("detail") or raw if isinstance(err, dict) else err
-    except ValueError:
-        msg = raw
-    return " ".join(str(msg or e.reason).split())[:300]
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
-def _strip_fence(text: str) -> str:
-    """A reply wrapped in a markdown ```json fence (common without structured output)."""
-    t = text.strip()
-    if t.startswith("```") and t.endswith("```"):
-        t = t[3:-3]
-        return t[4:] if t.startswith("json") else t
-    return t
+_THINK = re.compile(r"\s*<think>.*?</think>", re.DOTALL)  # a reasoning model's preamble
+_FENCE = re.compile(r"```[ \t]*(?:json)?[ \t]*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def _balanced_end(text: str, start: int) -> int | None:
+    """The index just past the `}` closing the `{` at `start` (JSON strings skipped), if any."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(start, len(text)):
+        c = text[i]
+        if in_string:
+            escaped, in_string = (False, in_string) if escaped else (c == "\\", c != '"')
+        elif c == '"':
+            in_string = True
+        elif c in "{}":
+            depth += 1 if c == "{" else -1
+            if depth == 0:
+                return i + 1
+    return None
+
+
+def _first_object(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the first balanced `{...}` of text that decodes to an object, None), else (None, the
+    first decode error, where one was tried); an object that fails is skipped whole."""
+    decoder, pos, first_error = json.JSONDecoder(parse_constant=_reject_constant), 0, None
+    while (start := text.find("{", pos)) >= 0:
+        try:
+            return decoder.raw_decode(text, start)[0], None
+        except (ValueError, RecursionError) as e:
+            first_error = first_error or f"the object at char {start}: {e or type(e).__name__}"
+        end = _balanced_end(text, start)
+        if end is None:  # unbalanced: the rest of text is inside it
+            break
+        pos = end
+    return None, first_error
+
+
+def parse_plan(content: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(plan, None) from a reply's content, else (None, error). The content after a leading
+    <think> block, or the first ```json fence in it, is parsed whole; failing that, its first
+    JSON object is the plan (prose around it is ignored)."""
+    text = _THINK.sub("", content, count=1).strip() if content.lstrip().startswith("<think>") else content.strip()
+    fence = _FENCE.search(text)
+    inner = fence.group(1).strip() if fence else text
+    try:
+        value = json.loads(inner, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        whole_error = f"invalid JSON in the reply's content: {e or type(e).__name__}"
+    else:
+        if isinstance(value, dict):
+            return value, None
+        return None, f"the reply's content is JSON but not an object (got {type(value).__name__})"
+    plan, first_error = _first_object(inner)
+    if plan is None and fence:
+        plan, other = _first_object(text)
+        first_error = first_error or other
+    if plan is not None:
+        return plan, None
+    if inner.startswith("{"):  # meant as one JSON object: its own error says most
+        return None, whole_error
+    shown = content if len(content) <= 120 else content[:117] + "..."
+    return None, (f"invalid JSON: no JSON object in the reply's content (received {len(content)} chars: {shown!r})"
+                  + (f"; {first_error}" if first_error else ""))
 
 
 class OpenAIProposer:
@@ -158,10 +177,7 @@ class OpenAIProposer:
         s, t0 = self.s, time.perf_counter()
         self.usage = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0,
                       "cost_usd": 0.0, "seconds": 0.0, "model": s.model}
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(s.api_key_env, "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = self._headers()
         model, error = s.model, None
         if model is None:
             model, error = self._served_model(headers)
@@ -208,12 +224,33 @@ class OpenAIProposer:
         body.update(s.extra_body or {})
         return body
 
+    def check_endpoint(self) -> str | None:
+        """None when GET {base_url}/models answers with JSON (listing exactly one model where
+        proposer.model is null), else a one-line reason: a run can refuse to start on it
+        instead of finding out at its first proposal. Retries as every request does."""
+        url = self.s.base_url.rstrip("/") + "/models"
+        reply, error = self._call(url, None, self._headers(), count=False)
+        if error is None and self.s.model is None:
+            error = self._one_model(url, reply)[1]
+        return error
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.s.api_key_env, "").strip()  # a key file's newline is no part of it
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
     def _served_model(self, headers: dict[str, str]) -> tuple[str | None, str | None]:
         """(model, None) for the one model GET {base_url}/models lists, else (None, error)."""
         url = self.s.base_url.rstrip("/") + "/models"
         reply, error = self._call(url, None, headers)
         if error is not None:
             return None, f"proposer.model is null and listing the served models failed: {error}"
+        return self._one_model(url, reply)
+
+    @staticmethod
+    def _one_model(url: str, reply: Any) -> tuple[str | None, str | None]:
         data = reply.get("data") if isinstance(reply, dict) else None
         names = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
         if len(names) != 1 or not isinstance(names[0], str):
@@ -233,47 +270,35 @@ class OpenAIProposer:
         with self._lock:
             self.usage[key] += n
 
-    def _call(self, url: str, body: bytes | None, headers: dict[str, str]) -> tuple[Any, str | None]:
+    def _call(self, url: str, body: bytes | None, headers: dict[str, str],
+              count: bool = True) -> tuple[Any, str | None]:
         """(parsed JSON reply, None), or (None, error) once retries are spent or the error
-        is not worth retrying (a 4xx other than 429, a reply that is not JSON)."""
+        is not worth retrying (a 4xx other than 429, a reply that is not JSON, a redirect
+        to another origin). `count`: add to self.usage."""
         s = self.s
         for attempt in range(s.max_retries + 1):
-            self._count("requests", 1)
+            if count:
+                self._count("requests", 1)
             try:
                 return self._http(url, body, headers), None
-            except _Failure as f:
+            except Failure as f:
                 if not f.retryable or attempt == s.max_retries:
                     return None, str(f) + (f" (after {attempt + 1} tries)" if attempt else "")
                 delay = f.retry_after if f.retry_after is not None else s.backoff_s * 2 ** attempt
-                self._count("retries", 1)
+                if count:
+                    self._count("retries", 1)
                 time.sleep(min(delay, s.max_backoff_s))
         raise AssertionError("unreachable")
 
     def _http(self, url: str, body: bytes | None, headers: dict[str, str]) -> Any:
-        method = "POST" if body is not None else "GET"
-        req = urllib.request.Request(url, data=body, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=self.s.timeout_s) as resp:
-                raw = resp.read(MAX_REPLY_BYTES + 1)
-        except urllib.error.HTTPError as e:
-            retry = e.code == 429 or e.code >= 500
-            raise _Failure(f"HTTP {e.code} from {url}: {_server_message(e)}", retry,
-                           _retry_after(e.headers) if retry else None) from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, TimeoutError):
-                raise _Failure(f"timeout: no reply from {url} within timeout_s={self.s.timeout_s}", True) from None
-            raise _Failure(f"cannot reach {url}: {e.reason}", True) from None
-        except TimeoutError:
-            raise _Failure(f"timeout: no reply from {url} within timeout_s={self.s.timeout_s}", True) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise _Failure(f"connection to {url} failed: {type(e).__name__}: {e}", True) from None
+        raw = request(url, body, headers, self.s.timeout_s, MAX_REPLY_BYTES)
         if len(raw) > MAX_REPLY_BYTES:
-            raise _Failure(f"reply from {url} is larger than {MAX_REPLY_BYTES} bytes", False)
+            raise Failure(f"reply from {url} is larger than {MAX_REPLY_BYTES} bytes", False)
         try:
             return json.loads(raw)
         except (ValueError, RecursionError):
             snippet = " ".join(raw[:200].decode("utf-8", "replace").split())
-            raise _Failure(f"reply from {url} is not JSON: {snippet!r}", False) from None
+            raise Failure(f"reply from {url} is not JSON: {snippet!r}", False) from None
 
     def _candidate(self, index: int, reply: Any, secs: float) -> Candidate:
         """A Candidate from one chat-completions reply; usage is added to self.usage."""
@@ -301,13 +326,5 @@ class OpenAIProposer:
         elif choice.get("finish_reason") == "length":
             cand.error = f"truncated: the reply reached max_tokens={self.s.max_tokens}"
         else:
-            try:
-                plan = json.loads(_strip_fence(content), parse_constant=_reject_constant)
-            except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-                cand.error = f"invalid JSON in the reply's content: {e or type(e).__name__}"
-            else:
-                if isinstance(plan, dict):
-                    cand.plan = plan
-                else:
-                    cand.error = f"the reply's content is JSON but not an object (got {type(plan).__name__})"
+            cand.plan, cand.error = parse_plan(content)
         return cand
