@@ -10,6 +10,7 @@ own files come from `recursive.train.protocol`, which both sides import.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -153,11 +154,54 @@ class AttemptRecord:
 
     @classmethod
     def from_event(cls, event: dict) -> "AttemptRecord":
-        """From a lineage.jsonl event (keys this version does not know are ignored)."""
+        """From a lineage.jsonl event (keys this version does not know are ignored).
+        Raises ValueError, naming the field, for an event no reader could use (a hand-edited
+        or damaged line): generation/attempt not non-negative ints, an unknown status, or a
+        field of the wrong type."""
+        if not isinstance(event, dict):
+            raise ValueError("not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in event.items() if k in known and v is not None}
         kw.setdefault("status", "failed")
+        _check_event(kw)
         return cls(**kw)
 
     def to_event(self) -> dict:
         return {"event": "attempt", **dataclasses.asdict(self)}
+
+
+def _check_event(kw: dict) -> None:
+    """The checks of `AttemptRecord.from_event` (on the event's known, non-null keys)."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def j(v: Any) -> str:  # a value as the line spells it
+        return json.dumps(v, default=str)[:60]
+
+    for k in ("generation", "attempt"):
+        if k not in kw:
+            raise ValueError(f"no {k}")
+        if not is_int(kw[k]) or kw[k] < 0:
+            raise ValueError(f"{k} {j(kw[k])} is not a non-negative integer")
+    if kw["status"] not in STATUSES:
+        raise ValueError(f"status {j(kw['status'])} is not one of {', '.join(STATUSES)}")
+    for k in ("parent", "proposer", "code_origin", "plan_path", "model_path", "model_sha256", "reason", "time"):
+        if k in kw and not isinstance(kw[k], str):
+            raise ValueError(f"{k} {j(kw[k])} is not a string")
+    if "parent" in kw:
+        try:
+            parse_attempt_id(kw["parent"])
+        except (ValueError, IndexError):
+            raise ValueError(f"parent {j(kw['parent'])} is not an attempt id (gen_GGG/attempt_AA)") from None
+    if "params" in kw and not is_int(kw["params"]):
+        raise ValueError(f"params {j(kw['params'])} is not an integer")
+    for k in ("metrics", "gate", "timings"):
+        if k in kw and not isinstance(kw[k], dict):
+            raise ValueError(f"{k} is not a JSON object")
+    gate = kw.get("gate") or {}
+    if not isinstance(gate.get("reasons") or [], list) or not all(isinstance(r, str) for r in gate.get("reasons") or []):
+        raise ValueError("gate.reasons is not a list of strings")
+    if not isinstance(gate.get("criteria") or [], list) or not all(isinstance(c, dict) for c in gate.get("criteria") or []):
+        raise ValueError("gate.criteria is not a list of objects")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (kw.get("timings") or {}).values()):
+        raise ValueError("timings holds a value that is not a number")

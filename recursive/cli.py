@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 
 EXIT_INVALID, EXIT_USAGE, EXIT_REQUEUE = 1, 2, 75
+MAX_PLAN_BYTES = 1 << 20  # check-plan reads at most this much of a plan file
 
 
 def _err(msg: str) -> None:
-    print(f"recursive: error: {msg}", file=sys.stderr)
+    for line in str(msg).splitlines() or [""]:  # one line per problem
+        print(f"recursive: error: {line}", file=sys.stderr)
 
 
 def cmd_run(args) -> int:
@@ -100,15 +102,22 @@ def plan_context(plan_path: Path, run_dir: str | None, generation: int | None, o
 def cmd_check_plan(args) -> int:
     from recursive.errors import ConfigError
     from recursive.validate import check_candidate
+    if args.generation is not None and args.generation < 0:
+        _err(f"--generation must be >= 0, got {args.generation}")
+        return EXIT_USAGE
     try:
         limits, parent_code, where = plan_context(Path(args.plan), args.run_dir, args.generation, args.overrides)
     except (ConfigError, OSError, ValueError, KeyError) as e:
         _err(f"cannot load the lineage's limits: {e}")
         return EXIT_USAGE
     try:
-        data = Path(args.plan).read_bytes()
+        with open(args.plan, "rb") as f:  # bounded: /dev/zero or a huge file must not be read whole
+            data = f.read(MAX_PLAN_BYTES + 1)
     except OSError as e:
         print(f"{args.plan}: cannot read file ({e.strerror or e})")
+        return EXIT_INVALID
+    if len(data) > MAX_PLAN_BYTES:
+        print(f"{args.plan}: <file>: larger than {MAX_PLAN_BYTES:,} bytes (1 MiB); a plan is a few kB")
         return EXIT_INVALID
     checked = check_candidate(data, parent_code, limits)
     # the plan's own code refused: the loop would still train it, on the parent's recipe

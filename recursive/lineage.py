@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from recursive.attempt import STATUSES, AttemptRecord
-from recursive.io import append_jsonl, read_jsonl
+from recursive.io import append_jsonl, iter_jsonl, read_jsonl, warn
 
 LINEAGE_FILE = "lineage.jsonl"
 CONFIG_FILE = "config.json"  # the resolved config the lineage was started with
@@ -34,11 +34,19 @@ def record(run_dir: Path, rec: AttemptRecord) -> None:
 
 
 def attempts(run_dir: Path) -> list[AttemptRecord]:
-    """Decided attempts in order, the last record winning per (generation, attempt)."""
+    """Decided attempts in order, the last record winning per (generation, attempt). An
+    "attempt" event no reader could use (`AttemptRecord.from_event` refuses it) is skipped
+    with a warning naming its line."""
+    path = Path(run_dir) / LINEAGE_FILE
     latest: dict[tuple[int, int], AttemptRecord] = {}
-    for e in events(run_dir):
+    for n, e in iter_jsonl(path):
         if e.get("event") == "attempt":
-            latest[(e["generation"], e["attempt"])] = AttemptRecord.from_event(e)
+            try:
+                rec = AttemptRecord.from_event(e)
+            except ValueError as err:
+                warn(f"{path} line {n}: not a usable attempt record ({err}), skipped")
+                continue
+            latest[(rec.generation, rec.attempt)] = rec
     return [latest[k] for k in sorted(latest)]
 
 
@@ -54,7 +62,15 @@ def promoted(run_dir: Path) -> list[AttemptRecord]:
 
 
 def last_stop(run_dir: Path) -> dict | None:
-    stops = [e for e in events(run_dir) if e.get("event") == "stopped"]
+    """The last "stopped" event (one whose reason is not a string is skipped, with a warning)."""
+    path = Path(run_dir) / LINEAGE_FILE
+    stops = []
+    for n, e in iter_jsonl(path):
+        if e.get("event") == "stopped":
+            if not isinstance(e.get("reason"), str):
+                warn(f"{path} line {n}: a stopped record whose reason is not a string, skipped")
+                continue
+            stops.append(e)
     return stops[-1] if stops else None
 
 

@@ -9,14 +9,16 @@ re-running `recursive run` on the same run_dir picks up where a crash left off.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from recursive import lineage, stages
 from recursive.attempt import STAGES, Attempt, AttemptRecord
 from recursive.config import dump_yaml
+from recursive.errors import ConfigError, StageError
 from recursive.io import atomic_write_json, atomic_write_text, read_json
 from recursive.plan import Plan, count_params
 from recursive.rundir import RunDir, log, now
-from recursive.run_config import RunConfig, typed
+from recursive.run_config import RunConfig, seed_plan_problems, typed
 
 
 class Orchestrator:
@@ -33,6 +35,10 @@ class Orchestrator:
             self.rd.release()
 
     def _run(self) -> dict:
+        problems = seed_plan_problems(self.cfg)
+        if problems:
+            raise ConfigError("\n".join(problems))
+        self.check_endpoint()
         rd = self.rd.open()
         log(f"run_dir {rd.path} (data ready in {rd.prepare_seconds:.1f} s)")
         gen0 = self.run_attempt(0, 1, parent=None)
@@ -51,6 +57,18 @@ class Orchestrator:
             parent = child
         log(f"lineage complete: {lc.generations} generations after generation 0")
         return {"status": "complete", "run_dir": str(rd.path)}
+
+    def check_endpoint(self) -> None:
+        """proposer=openai: reach the endpoint now, not at generation 1 after generation 0 trained."""
+        p = self.cfg.proposer
+        if p.name != "openai" or not p.check_endpoint:
+            return
+        from recursive.proposers import make_proposer
+        from recursive.proposers.configs import backend_kwargs
+        why = make_proposer("openai", **backend_kwargs(asdict(p))).check_endpoint()
+        if why is not None:
+            raise StageError(f"proposer=openai: {why}; nothing was written. Start the server, fix proposer.base_url, "
+                             "or set proposer.check_endpoint=false for an endpoint that starts later")
 
     def stop(self, reason: str) -> dict:
         already = lineage.last_stop(self.rd.path)

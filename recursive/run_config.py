@@ -14,6 +14,7 @@ hyperparameters of the seed plan are the Plan's (recursive/plan.py), checked the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -194,7 +195,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         problems = check(self)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("\n".join(problems))
 
     def as_dict(self) -> dict[str, Any]:
         """The plain tree (config.json's shape) for the parts that still take dicts."""
@@ -245,21 +246,75 @@ def seed_plan(cfg: "RunConfig | dict[str, Any]"):
         "code": (Path(__file__).parent / c.seed_plan.code).read_text(), "rationale": c.seed_plan.rationale})
 
 
+# key -> (lowest, highest) allowed, inclusive; None: unbounded on that side. Floats whose
+# low end is exclusive are listed in OPEN_LOW.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "lineage.generations": (0, 10_000), "lineage.max_attempts": (1, 1000), "lineage.seed": (0, 2**31 - 1),
+    "budget.param_ratio": (0, 1), "budget.min_param_ratio": (0, 1), "budget.max_params": (1, None),
+    "budget.max_train_tokens": (1, None), "budget.min_train_tokens": (0, None), "budget.wall_clock_s": (0, None),
+    "budget.trust_region.lr_factor": (1, 1000), "budget.trust_region.factor": (1, 1000),
+    "budget.trust_region.tokens_factor": (1, 1000),
+    "data.vocab_size": (260, 1_000_000), "data.max_chars_per_source": (1, None), "data.eval_fraction": (0, 0.5),
+    "train.num_processes": (1, 65_536), "train.threads": (1, 1024), "train.log_every": (1, None),
+    "train.grad_accum": (1, 4096), "train.checkpoint_every": (0, None), "train.keep_checkpoints": (1, None),
+    "proposer.candidates": (1, 1024), "proposer.screen_steps": (0, 1_000_000), "proposer.prompt_chars": (1, 1_000_000),
+    "proposer.temperature": (0, 10), "proposer.max_new_tokens": (1, 1_000_000),
+    "proposer.code_max_chars": (0, 20_000), "proposer.rationale_max_chars": (0, 2_000),
+    "evaluate.eval_windows_per_domain": (1, 1_000_000), "evaluate.context": (2, 1_000_000),
+    "evaluate.arithmetic_problems": (0, None), "evaluate.refusal_items": (0, None),
+    "evaluate.collapse_samples": (0, None), "evaluate.collapse_tokens": (1, None),
+    "evaluate.proposer_samples": (1, 10_000), "evaluate.max_contamination_rate": (0, 1),
+    "launcher.poll_s": (0, 3600),
+}
+OPEN_LOW = {"budget.param_ratio", "budget.min_param_ratio", "budget.wall_clock_s", "data.eval_fraction"}
+CHOICES = {"train.strategy": "STRATEGIES", "train.precision": "PRECISIONS", "logger.name": ("wandb", "none"),
+           "logger.mode": ("offline", "online", "disabled")}
+
+
+def _get(c: RunConfig, key: str) -> Any:
+    node: Any = c
+    for part in key.split("."):
+        if node is None or not hasattr(node, part):
+            return _ABSENT
+        node = getattr(node, part)
+    return node
+
+
+_ABSENT = object()
+
+
 def check(c: RunConfig) -> list[str]:
-    """Ranges and cross-key rules the types cannot say, one line per problem."""
-    from recursive.train.protocol import PRECISIONS, STRATEGIES
+    """Ranges and cross-key rules the types cannot say, one line per problem, each naming
+    its key and what was expected."""
+    from recursive.train import protocol
     out = []
 
     def need(ok: bool, key: str, expected: str, got: Any) -> None:
         if not ok:
             out.append(f"config value {key} must be {expected}, got {got!r}")
 
-    need(c.lineage.generations >= 0, "lineage.generations", ">= 0", c.lineage.generations)
-    need(c.lineage.max_attempts >= 1, "lineage.max_attempts", ">= 1", c.lineage.max_attempts)
+    if not str(c.run_dir).strip():
+        out.append("config value run_dir must be a path (a new directory, or one `recursive run` created), got ''")
+    for key, (lo, hi) in RANGES.items():
+        v = _get(c, key)
+        if v is _ABSENT or v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append(f"config value {key} must be a finite number, got {v!r}")
+            continue
+        low_ok = lo is None or (v > lo if key in OPEN_LOW else v >= lo)
+        if not (low_ok and (hi is None or v <= hi)):
+            lo_s = "" if lo is None else (f"> {lo}" if key in OPEN_LOW else f">= {lo}")
+            hi_s = "" if hi is None else f"<= {hi}"
+            out.append(f"config value {key} must be {' and '.join(x for x in (lo_s, hi_s) if x)}, got {v!r}")
+    for key, options in CHOICES.items():
+        options = getattr(protocol, options) if isinstance(options, str) else options
+        need(_get(c, key) in options, key, f"one of {', '.join(options)}", _get(c, key))
     b = c.budget
-    need(0 < b.param_ratio <= 1, "budget.param_ratio", "in (0, 1]", b.param_ratio)
-    need(c.train.strategy in STRATEGIES, "train.strategy", f"one of {', '.join(STRATEGIES)}", c.train.strategy)
-    need(c.train.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", c.train.precision)
+    need(b.min_param_ratio <= b.param_ratio, "budget.min_param_ratio", f"<= budget.param_ratio ({b.param_ratio})",
+         b.min_param_ratio)
+    need(b.min_train_tokens <= b.max_train_tokens, "budget.min_train_tokens",
+         f"<= budget.max_train_tokens ({b.max_train_tokens})", b.min_train_tokens)
     if hasattr(c.launcher, "problems"):
         out += c.launcher.problems(c)
     # the seed plan's sections through the Plan schema: `hparams.lr=abc` fails here, before
@@ -274,6 +329,23 @@ def check(c: RunConfig) -> list[str]:
             out += [f"config value {key}.{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})"
                     for err in e.errors(include_url=False)]
     return out
+
+
+def seed_plan_problems(c: RunConfig) -> list[str]:
+    """The whole seed plan against the budget, as generation 0 will be checked (no smoke
+    test here): `recursive run` calls it before any work. Not part of composing: a group
+    file composes on its own (hparams=smoke beside the toy budget) even where it cannot run."""
+    from pydantic import ValidationError
+
+    from recursive.validate import Limits, check_candidate
+    limits = Limits.from_config(c, c.data.vocab_size, None)
+    limits.smoke_test = False
+    try:
+        seed = seed_plan(c).model_dump(mode="json")
+    except (OSError, ValidationError) as e:
+        return [f"config value seed_plan: cannot build the seed plan ({' '.join(str(e).split())[:200]})"]
+    return [f"the seed plan (model, hparams, data.seed_mixture, seed_plan.code) is invalid: {p}"
+            for p in check_candidate(seed, None, limits).problems]
 
 
 def register() -> None:

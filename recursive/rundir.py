@@ -28,6 +28,7 @@ from recursive.run_config import RunConfig, seed_plan
 from recursive.validate import Limits
 
 LOCK_FILE, ENV_FILE = "orchestrator.lock", "env.json"
+MARKER = ".recursive-run"  # written into every run directory `recursive run` creates
 
 
 def now() -> str:
@@ -46,8 +47,31 @@ class RunDir:
         self.mirror = None
 
     # ---------------------------------------------------------------- set-up
+    def claim(self) -> None:
+        """Refuse a directory `recursive run` did not create (nothing is written into it):
+        a run directory is new, empty, marked (MARKER), or one written before the marker
+        existed (a config.json that is a lineage's config)."""
+        p = self.path
+        if not p.exists() or (p / MARKER).exists():
+            return
+        if not p.is_dir():
+            raise ConfigError(f"run_dir {p} exists and is not a directory; choose a new run_dir")
+        names = sorted(x.name for x in p.iterdir())
+        if not names:
+            return
+        stored = p / lineage.CONFIG_FILE
+        if stored.exists():
+            read_stored_config(stored)  # a damaged config.json is refused in one line
+            return  # a run directory from before the marker
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise ConfigError(f"run_dir {p} exists and holds files `recursive run` did not create ({shown}); "
+                          "choose a new run_dir (nothing was written)")
+
     def open(self) -> "RunDir":
+        self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / MARKER).exists():
+            atomic_write_text(self.path / MARKER, "created by `recursive run`; a run directory of recursive\n")
         self._lock = hold_lock(self.path / LOCK_FILE)
         if self._lock is None:
             holder = (self.path / LOCK_FILE).read_text().strip() or "?"
@@ -59,7 +83,7 @@ class RunDir:
         self._lock.flush()
         stored_path = self.path / lineage.CONFIG_FILE
         if stored_path.exists():
-            conflicts = resume_conflicts(read_json(stored_path), self.tree)
+            conflicts = resume_conflicts(read_stored_config(stored_path), self.tree)
             if conflicts:
                 raise ConfigError(f"run_dir {self.path} was started with a different configuration "
                                   f"(differs in: {', '.join(conflicts[:8])}); use a new run_dir or the same overrides")
@@ -113,7 +137,32 @@ class RunDir:
         return problems
 
     def breaches(self) -> list[str]:
-        return [p for e in lineage.events(self.path) if e.get("event") == "integrity" for p in e["problems"]]
+        return [p for e in lineage.events(self.path) if e.get("event") == "integrity" for p in e.get("problems") or []]
+
+
+def read_stored_config(path: Path) -> dict:
+    """A run directory's config.json, or ConfigError naming the file and what is wrong."""
+    import json
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not the JSON config `recursive run` writes ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:120]}); use a new run_dir, or restore the file") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("lineage"), dict):
+        raise ConfigError(f"{path} is not the config of a lineage (expected a JSON object with a 'lineage' "
+                          f"section, got {type(cfg).__name__}); use a new run_dir, or restore the file")
+    return cfg
+
+
+def stdlib_digest() -> str:
+    """sha256 of the running interpreter's standard-library sources: the embedded default
+    data is read from them, so figures differ across Python versions (README)."""
+    import hashlib
+    from recursive.data.sources import _stdlib_files
+    h = hashlib.sha256()
+    for rel, text in _stdlib_files(True):  # the files the stdlib sources read (tests excluded)
+        h.update(rel.encode() + b"\0" + hashlib.sha256(text.encode("utf-8", "replace")).digest())
+    return h.hexdigest()
 
 
 def environment() -> dict:
@@ -131,4 +180,4 @@ def environment() -> dict:
     except (OSError, subprocess.SubprocessError):
         rev = None
     return {"python": sys.version, "platform": platform.platform(), "packages": pkgs, "git_revision": rev,
-            "argv": sys.argv, "time": now()}
+            "stdlib_sha256": stdlib_digest(), "argv": sys.argv, "time": now()}

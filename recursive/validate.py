@@ -82,7 +82,9 @@ def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
             return None, [Problem("<file>", f"not UTF-8 text ({e.reason} at byte {e.start})")]
     if isinstance(data, str):
         try:
-            data = json.loads(data, parse_constant=_reject_constant)
+            data = json.loads(data, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        except _Duplicate as e:
+            return None, [Problem("<file>", str(e))]
         except (json.JSONDecodeError, ValueError, RecursionError) as e:
             return None, [Problem("<file>", f"not valid JSON: {e}")]
     if not isinstance(data, dict):
@@ -96,6 +98,26 @@ def parse_plan(data: Any) -> tuple[Plan | None, list[Problem]]:
                       for err in e.errors(include_url=False)]
     except RecursionError:
         return None, [Problem("<root>", "structure nested too deeply")]
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    """json object hook: a key given twice is refused (json would silently keep the last)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Duplicate(f"duplicate key {_name(k)} in a JSON object (JSON keeps only the last; say it once)")
+        out[k] = v
+    return out
+
+
+def _name(key: Any) -> str:
+    """A key as quoted in a message: control characters escaped, so a key holding a newline
+    cannot forge a line of output."""
+    return json.dumps(str(key))
 
 
 def _reject_constant(name: str):
@@ -138,13 +160,13 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
         out.append(Problem("hparams.warmup_steps", f"must be <= steps ({h.steps}), got {h.warmup_steps}"))
     for name, w in plan.data.mixture.items():
         if name not in limits.sources:
-            out.append(Problem(f"data.mixture.{json.dumps(name)[1:-1]}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
+            out.append(Problem(f"data.mixture.{_name(name)[1:-1]}", f"not a registered data source (registered: {', '.join(limits.sources)})"))
         if not (math.isfinite(w) and 0.0 <= w <= 1.0):
-            out.append(Problem(f"data.mixture.{name}", f"weight must be a number in [0, 1], got {w!r}"))
+            out.append(Problem(f"data.mixture.{_name(name)[1:-1]}", f"weight must be a number in [0, 1], got {w!r}"))
     for name, w in sorted(plan.data.mixture.items()):
         ev, rate = limits.contamination.get(name, (None, 0.0))
         if w > 0 and rate > limits.max_contamination_rate:
-            out.append(Problem(f"data.mixture.{name}", f"source is contaminated: {rate:.1%} of eval set "
+            out.append(Problem(f"data.mixture.{_name(name)[1:-1]}", f"source is contaminated: {rate:.1%} of eval set "
                                                        f"{ev!r} documents occur in its training data (max "
                                                        f"{limits.max_contamination_rate:.1%}); give it weight 0"))
     positive = [k for k, w in plan.data.mixture.items() if w > 0 and k in limits.sources]

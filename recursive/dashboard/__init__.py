@@ -201,6 +201,10 @@ def _unflatten(flat: dict) -> dict:
 
 
 def write_dashboard(run_dirs: list[Path], out: Path, title: str | None = None) -> Path:
+    """Write the dashboard to `out` (to `out/lineage.html` where `out` is an existing
+    directory) and return the path written."""
     out = Path(out)
+    if out.is_dir():
+        out = out / "lineage.html"
     atomic_write_text(out, render(run_dirs, title))
     return out
