@@ -185,3 +185,10 @@ def test_check_plan_applies_a_search_replace_edit_as_the_loop_does(run_dir, show
     proc = recursive("check-plan", str(path), "--run-dir", str(run_dir), "--generation", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the parent's recipe with the plan's edits" in proc.stdout
+
+
+def test_env_records_the_standard_library_it_read(run_dir):
+    # the embedded data is this interpreter's standard library: figures depend on its version
+    from recursive.rundir import stdlib_digest
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["stdlib_sha256"] == stdlib_digest() and len(env["stdlib_sha256"]) == 64
