@@ -20,7 +20,7 @@ from pathlib import Path
 from recursive import lineage
 from recursive.config import dump_yaml, resume_conflicts
 from recursive.errors import ConfigError, StageError
-from recursive.io import atomic_write_json, atomic_write_text, read_json
+from recursive.io import atomic_write_json, atomic_write_text
 from recursive.launch import make_launcher
 from recursive.launch.local import hold_lock
 from recursive.plan import Plan
