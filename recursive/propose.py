@@ -115,6 +115,21 @@ def select(results: list[dict]) -> dict | None:
     return max(valid, key=lambda r: (r["logprob"], -r["index"])) if valid else None
 
 
+def over_wall_clock(plan: Plan, screen_seconds: float | None, screen_steps: int,
+                    wall_clock_s: float | None) -> str | None:
+    """Why a plan cannot fit budget.wall_clock_s at the throughput its screening miniature
+    measured (tokens per second, start-up included, so the estimate errs long), or None."""
+    if wall_clock_s is None or not screen_seconds or screen_seconds <= 0:
+        return None
+    h, context = plan.hparams, plan.model.context
+    tps = min(screen_steps, h.steps) * h.batch_size * context / screen_seconds
+    need = plan.train_tokens() / tps
+    if need <= wall_clock_s:
+        return None
+    return (f"hparams.steps: at the throughput screening measured ({tps:,.0f} tokens/s) the plan's "
+            f"{plan.train_tokens():,} training tokens take about {need:,.0f} s, over budget.wall_clock_s={wall_clock_s:g}")
+
+
 def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt: Attempt, screen=None):
     """Propose, validate, optionally screen (`screen(list of (index, Plan)) -> {index: result}`),
     select. Writes the prompt and every candidate into `attempt`. Returns (selected Plan or
@@ -133,6 +148,10 @@ def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt:
             r["screen_loss"] = res.get("loss")
             if res.get("error"):
                 r["screen_error"] = res["error"]
+            why = over_wall_clock(r["plan"], res.get("seconds"), cfg.proposer.screen_steps, cfg.budget.wall_clock_s)
+            if why is not None:  # refused before any of its training is spent
+                r["valid"] = False
+                r["problems"].append(why)
     best = select(results)
     summary = {"proposer": proposer.name, "seed": seed, "k": k,
                "valid_plan_rate": sum(r["valid"] for r in results) / max(1, len(results)),

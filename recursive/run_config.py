@@ -59,7 +59,9 @@ class BudgetConfig:
     min_train_tokens: int = 400_000
     """... and at least."""
     wall_clock_s: Optional[float] = 900
-    """Informational today: shown to proposers as the time a plan should fit."""
+    """Cap on one attempt's training, in seconds (resumed segments summed): the trainer
+    checkpoints and the attempt fails with the reason; a plan that screening shows cannot
+    fit is refused before training. null: no cap."""
     trust_region: Optional[TrustRegion] = field(default_factory=TrustRegion)
     """The proposal space around the parent's plan (PBT-style explore); null: the whole budget."""
 

@@ -106,7 +106,7 @@ def train(rd: RunDir, at: Attempt, plan: Plan, parent: AttemptRecord | None) -> 
         teacher = str(parent.where(rd.path).model)
     tc = asdict(rd.cfg.train)
     TrainSpec(tokenizer=str(rd.tokenizer), teacher=teacher, shards=shards, mixture=mixture, dropped_sources=dropped,
-              **{k: tc[k] for k in SPEC_KEYS}).write(at.dir)
+              wall_clock_s=rd.cfg.budget.wall_clock_s, **{k: tc[k] for k in SPEC_KEYS}).write(at.dir)
     out = read_outcome(at.dir, rd.launcher.run(at, "train"))
     where = at.rel(at.dir)
     if out.kind == "trained":

@@ -63,6 +63,7 @@ class TrainSpec:
     probe_tokens: int = 32
     progress: bool | None = None         # None: a progress bar only on a terminal
     check_every: int | None = None       # None: every step on CPU, every 10 on GPU
+    wall_clock_s: float | None = None    # cap on the attempt's training seconds (resumes summed); None: none
 
     def write(self, directory: Path) -> None:
         from recursive.io import atomic_write_json

@@ -44,6 +44,11 @@ class RecipeError(RuntimeError):
     """The plan's recipe misbehaved during training (bad lr, non-finite loss, ...)."""
 
 
+class OverBudget(RecipeError):
+    """Training ran past the plan's wall-clock budget (budget.wall_clock_s): a checkpoint was
+    written and the attempt fails with this reason (the plan's fault: it asked for too much)."""
+
+
 class Preempted(Exception):
     """SIGTERM/SIGUSR1 arrived; a checkpoint of `step` completed steps was written."""
 
@@ -193,23 +198,31 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     # collective) every `check_every` steps; on a CPU reading is free and happens every step.
     check_every = max(1, int(spec.get("check_every") or (1 if accelerator.device.type == "cpu" else 10)))
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+    wall_clock = spec.get("wall_clock_s")
     while True:
         if prev_loss is not None:
             nonfinite |= ~torch.isfinite(prev_loss)
         if step == total or (step - start) % check_every == 0:
-            bad, preempt = _agree(accelerator, [float(nonfinite.item()),
-                                                float(_SIGNAL["num"] is not None and ckpt is not None)])
+            # the cap is on the attempt's whole training time, resumed segments included
+            late = ckpt is not None and wall_clock is not None and seconds_before + time.perf_counter() - t0 > wall_clock
+            bad, preempt, over = _agree(accelerator, [float(nonfinite.item()),
+                                                      float(_SIGNAL["num"] is not None and ckpt is not None),
+                                                      float(late)])
         else:
-            bad = preempt = False
+            bad = preempt = over = False
         if bad:
             raise RecipeError(f"recipe loss() returned a non-finite value at or before step {step - 1} "
                               f"(last: {float(prev_loss)}), expected a finite scalar")
         if step == total:
             break
-        if preempt:
+        if preempt or (over and step < total):
             path = save_ckpt(step)
             if bar is not None:
                 bar.close()
+            if not preempt:
+                raise OverBudget(f"over budget: training ran {seconds_before + time.perf_counter() - t0:.1f} s, "
+                                 f"past budget.wall_clock_s={wall_clock:g}, at step {step} of {total}; "
+                                 f"checkpoint {path}")
             raise Preempted(step, _SIGNAL["num"] or 0, path)
         rows = sampler.batch(step)
         loss_sum = None
