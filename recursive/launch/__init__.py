@@ -9,25 +9,14 @@ starting another. What the code and the files mean is the training protocol's
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Callable
 
-from recursive.attempt import Attempt
+from recursive.launch.base import Launcher
 from recursive.launch.local import LocalConfig
 from recursive.launch.slurm import SlurmConfig
 
 CONFIGS = {"local": LocalConfig, "slurm": SlurmConfig}
 """launcher name -> its config group's schema (configs/launcher/<name>.yaml)."""
-
-STAGES = ("train", "screen")
-"""Stages a launcher runs: the training of an attempt, and the screening of its candidates."""
-
-
-class Launcher(ABC):
-    @abstractmethod
-    def run(self, attempt: Attempt, stage: str) -> int:
-        """Run `stage` of `attempt` (reattaching to a job already under way) until it ends;
-        return its exit code. Raises LaunchError when the launcher itself fails."""
 
 
 def make_launcher(cfg, log: Callable[[str], None]) -> Launcher:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from recursive.errors import StageError
+from recursive.launch.base import Launcher
 
 
 @dataclass
@@ -26,7 +27,7 @@ class LocalConfig:
     """Heavy stages run as subprocesses on this machine."""
 
 
-class LocalLauncher:
+class LocalLauncher(Launcher):
     def __init__(self, cfg, log: Callable[[str], None]):
         self.train, self.log = cfg.train, log
 

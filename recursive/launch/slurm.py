@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 
 from recursive import lineage
 from recursive.errors import LaunchError
+from recursive.launch.base import Launcher
 from recursive.io import atomic_write_json, atomic_write_text, read_json
 from recursive.train import protocol
 
@@ -187,7 +188,7 @@ def queued_by_name(name: str) -> list[str]:
     return p.stdout.split() if p.returncode == 0 else []
 
 
-class SlurmLauncher:
+class SlurmLauncher(Launcher):
     """Runs the training stage of one attempt as a Slurm job and waits for it."""
 
     def __init__(self, cfg, log):
