@@ -14,13 +14,6 @@ def check_plan(path, *extra):
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def child_plan():
-    d = seed_plan(compose_config(["experiment=smoke"])).model_dump(mode="json")
-    d["model"].update(num_layers=1, intermediate_size=64)
-    return d
-
-
 def test_valid_child_plan_exits_0(tmp_path, child_plan):
     p = tmp_path / "plan.json"
     p.write_text(json.dumps(child_plan))

@@ -118,13 +118,6 @@ def test_any_override_is_a_config_or_one_clear_error(key, value, add):
 
 
 # ------------------------------------------------------------------ check-plan
-@pytest.fixture(scope="module")
-def child_plan():
-    d = seed_plan(compose_config(["experiment=smoke"])).model_dump(mode="json")
-    d["model"].update(num_layers=1, intermediate_size=64)
-    return d
-
-
 def test_check_plan_refuses_a_huge_file(tmp_path, child_plan):
     p = tmp_path / "big.json"
     p.write_text(" " * (2 << 20) + json.dumps(child_plan))  # 2 MiB of whitespace before a valid plan
