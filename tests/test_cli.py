@@ -5,9 +5,6 @@ import sys
 
 import pytest
 
-from recursive.config import compose_config
-from recursive.run_config import seed_plan
-
 
 def check_plan(path, *extra):
     return subprocess.run([sys.executable, "-m", "recursive.cli", "check-plan", str(path), *extra],
