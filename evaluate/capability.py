@@ -17,10 +17,19 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from recursive.data.shards import open_shard
 
 
-def load_model(model_path: Path):
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
+def eval_device() -> torch.device:
+    """The GPU when there is one (every eval moves its inputs to the model's device)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(model_path: Path, device: torch.device | None = None):
+    model = AutoModelForCausalLM.from_pretrained(model_path).eval().to(device or eval_device())
     tok = AutoTokenizer.from_pretrained(model_path)
     return model, tok
+
+
+def _dev(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -35,6 +44,7 @@ def heldout_loss(model, shard_path: Path, context: int, windows: int) -> float:
     batch = torch.from_numpy(np.stack([data[s:s + context + 1].astype(np.int64) for s in starts]))
     total, count = 0.0, 0
     for chunk in batch.split(32):
+        chunk = chunk.to(_dev(model))
         logits = model(input_ids=chunk[:, :-1]).logits.float()
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="sum")
         total += float(loss)
@@ -44,7 +54,7 @@ def heldout_loss(model, shard_path: Path, context: int, windows: int) -> float:
 
 @torch.no_grad()
 def greedy_complete(model, tok, prompt: str, max_new_tokens: int) -> str:
-    ids = tok(prompt, return_tensors="pt").input_ids
+    ids = tok(prompt, return_tensors="pt").input_ids.to(_dev(model))
     out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
                          pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

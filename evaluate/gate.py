@@ -54,7 +54,15 @@ def _nonfinite(tree: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def _criterion(name: str, spec: dict, metrics: dict, refs: dict[str, dict | None]) -> Criterion | None:
+OPTION_KEYS = ("enabled", "gen0")  # on/off; whether it judges generation 0 (default true)
+
+
+def _criterion(name: str, spec: dict, metrics: dict, refs: dict[str, dict | None], of_gen0: bool) -> Criterion | None:
+    for key in OPTION_KEYS:
+        if not isinstance(spec.get(key, True), bool):
+            raise ValueError(f"gate criterion {name!r}: {key} must be true or false, got {spec[key]!r}")
+    if not spec.get("enabled", True) or (of_gen0 and not spec.get("gen0", True)):
+        return None
     keys = [k for k in BOUND_KEYS if k in spec]
     against = spec.get("against", "absolute")
     if len(keys) != 1 or against not in ("absolute", "parent", "gen0"):
@@ -77,12 +85,14 @@ def _criterion(name: str, spec: dict, metrics: dict, refs: dict[str, dict | None
     return Criterion(name, spec["metric"], against, value, bound, op, ok)
 
 
-def gate(metrics: dict, parent: dict | None, gen0: dict | None, criteria: dict) -> dict:
-    """Verdict for a child with `metrics`; `parent`/`gen0` are their metrics (None when absent)."""
+def gate(metrics: dict, parent: dict | None, gen0: dict | None, criteria: dict, *, of_gen0: bool = False) -> dict:
+    """Verdict for a child with `metrics`; `parent`/`gen0` are their metrics (None when absent).
+    `of_gen0`: the candidate is generation 0 itself, so criteria with `gen0: false` (those
+    a precondition of the loop checks instead) do not apply."""
     bad = _nonfinite(metrics)
     crit = [Criterion("finite", ", ".join(bad) or "all metrics", "sanity", float(len(bad)), 0.0, "<=", not bad)]
     refs = {"parent": parent, "gen0": gen0}
-    crit += [c for name, spec in criteria.items() if (c := _criterion(name, spec, metrics, refs)) is not None]
+    crit += [c for name, spec in criteria.items() if (c := _criterion(name, spec, metrics, refs, of_gen0)) is not None]
     passed = all(c.passed for c in crit)
     return {"passed": passed, "reasons": [c.reason() for c in crit if not c.passed] or ["all criteria passed"],
             "criteria": [asdict(c) for c in crit]}

@@ -21,8 +21,12 @@ DIRECTIONS = {
     "heldout_loss.*": "lower", "arithmetic.exact_match": "higher", "arithmetic.digits_*": "higher",
     "proposer.valid_plan_rate": "higher", "proposer.code_valid_rate": "higher",
     "fidelity.kl_to_parent": "lower",
+    "safety.refusal_score": "higher", "safety.over_refusal_score": "lower", "safety.refusal_margin": "higher",
+    "safety.refusal_auroc": "higher",
     "safety.refusal_rate": "higher", "safety.over_refusal_rate": "lower",
+    "safety.canary_exposure": "lower", "safety.canary_exposure_max": "lower",
     "safety.canary_recall": "lower", "safety.canary_prefix_match": "lower",
+    "contamination.*": "lower", "contamination.max": "lower",
     "safety.distinct_1": "higher", "safety.distinct_2": "higher", "safety.entropy": "higher",
     "safety.code_policy_incidents": "lower", "safety.selected_code_incidents": "lower",
     "integrity.ok": "higher",
@@ -33,8 +37,12 @@ SUITE = {
     "arithmetic": {"metrics": ["arithmetic.exact_match", "arithmetic.digits_*"], "data": ["eval_items:arithmetic"]},
     "proposer_competence": {"metrics": ["proposer.valid_plan_rate", "proposer.code_valid_rate"], "data": []},
     "fidelity": {"metrics": ["fidelity.kl_to_parent"], "data": ["eval"]},
+    "refusal_likelihood": {"metrics": ["safety.refusal_score", "safety.over_refusal_score", "safety.refusal_margin",
+                                       "safety.refusal_auroc"], "data": ["eval_items:safety"]},
     "refusal": {"metrics": ["safety.refusal_rate", "safety.over_refusal_rate"], "data": ["eval_items:safety"]},
-    "memorisation": {"metrics": ["safety.canary_recall", "safety.canary_prefix_match"], "data": ["eval_items:canary"]},
+    "memorisation": {"metrics": ["safety.canary_exposure", "safety.canary_exposure_max", "safety.canary_recall",
+                                 "safety.canary_prefix_match"], "data": ["eval_items:canary"]},
+    "contamination": {"metrics": ["contamination.*", "contamination.max"], "data": ["eval"]},
     "collapse": {"metrics": ["safety.distinct_1", "safety.distinct_2", "safety.entropy"], "data": ["eval"]},
     "code_policy": {"metrics": ["safety.code_policy_incidents", "safety.selected_code_incidents"], "data": []},
     "integrity": {"metrics": ["integrity.ok"], "data": ["eval", "eval_items", "code"]},
@@ -42,9 +50,10 @@ SUITE = {
 
 
 def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifest: dict, cfg: dict,
-              proposal: dict) -> dict:
+              proposal: dict, training: dict | None = None) -> dict:
     """Every eval of the suite except proposer competence (the loop adds that) on the model
-    at `model_path`; `parent_path` is the proposing model (None for generation 0)."""
+    at `model_path`; `parent_path` is the proposing model (None for generation 0);
+    `training` is the attempt's train_spec.json (its mixture and shards), for contamination."""
     # heavy imports only when evaluating: the declarations above need neither torch nor a model
     import numpy as np
     import torch
@@ -60,12 +69,17 @@ def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifes
     out["arithmetic"] = arithmetic_exact_match(model, tok, load_items(run_dir, manifest, "arithmetic"),
                                                int(cfg["arithmetic_problems"]))
     text_shards = [shards[n] for n in sorted(shards) if manifest["eval"][n]["domain"] in ("code", "prose")]
-    sfty = safety.refusal(model, tok, load_items(run_dir, manifest, "safety"), int(cfg["refusal_items"]))
-    sfty.update(safety.canary_recall(model, tok, load_items(run_dir, manifest, "canary")))
+    requests, canaries = load_items(run_dir, manifest, "safety"), load_items(run_dir, manifest, "canary")
+    sfty = safety.refusal_likelihood(model, tok, requests) if requests else {}
+    sfty.update(safety.refusal(model, tok, requests, int(cfg["refusal_items"])))
+    sfty.update(safety.canary_exposure(model, tok, canaries, int(cfg["canary_candidates"]), seed=manifest["seed"]))
+    sfty.update(safety.canary_recall(model, tok, canaries))
     sfty.update(safety.collapse(model, text_shards or list(shards.values()), ctx, int(cfg["collapse_samples"]),
                                 int(cfg["collapse_tokens"]), seed=0))
     sfty.update(safety.code_incidents(proposal))
     out["safety"] = sfty
+    if training is not None:
+        out["contamination"] = training_contamination(training, run_dir, manifest)
     if parent_path is not None:
         parent, _ = load_model(parent_path)
         out["fidelity"] = {"kl_to_parent": safety.kl_to_parent(model, parent, list(shards.values()), ctx,
@@ -78,6 +92,33 @@ def run_suite(model_path: Path, parent_path: Path | None, run_dir: Path, manifes
                                      harness.get("limit"), harness.get("batch_size", 8),
                                      device="cuda" if torch.cuda.is_available() else "cpu")
     return out
+
+
+def training_contamination(training: dict, run_dir: Path, manifest: dict) -> dict:
+    """The share of each eval set's documents contaminated by the sources this child trained
+    on (weight > 0 in its mixture): for each eval set the highest rate among those sources,
+    from the manifest's table (data preparation computed it), and computed here for a
+    per-generation source (the research record) that did not exist then. A document whose
+    13-grams are split across two sources is not counted (docs/evals.md)."""
+    from recursive.data.contamination import doc_contamination, ngram_hashes
+    from recursive.data.shards import open_shard
+    import numpy as np
+    table, cc = manifest.get("contamination") or {}, manifest.get("contamination_config") or {}
+    n, thr, eos = int(cc.get("ngram", 13)), float(cc.get("doc_threshold", 0.8)), int(cc.get("eos", 0))
+    evals = {name: run_dir / e["path"] for name, e in sorted(manifest["eval"].items())}
+    rates = {name: 0.0 for name in evals}
+    for source, weight in (training.get("mixture") or {}).items():
+        if weight <= 0:
+            continue
+        row = table.get(source)
+        if row is None:  # a per-generation shard (the research record)
+            tokens = open_shard(Path(training["shards"][source]))
+            train_set = np.unique(ngram_hashes(tokens, n))
+            row = {name: doc_contamination(tokens, open_shard(path), eos, n=n, doc_threshold=thr, train_set=train_set)
+                   for name, path in evals.items()}
+        for name in evals:
+            rates[name] = max(rates[name], float((row.get(name) or {}).get("rate", 0.0)))
+    return {**rates, "max": max(rates.values(), default=0.0)}
 
 
 def write_declarations(path: Path, manifest: dict) -> None:

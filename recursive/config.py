@@ -18,8 +18,10 @@ from omegaconf.errors import OmegaConfBaseException
 from recursive.errors import ConfigError
 from recursive.run_config import RunConfig, register
 
-# keys a resumed run may change: extending a lineage or allowing more attempts is safe
-RESUMABLE_KEYS = {"lineage.generations", "lineage.max_attempts"}
+# keys a resumed run may change: extending a lineage or allowing more attempts is safe, and
+# so is deciding to go on past generation 0's precondition (no recorded result changes)
+RESUMABLE_KEYS = {"lineage.generations", "lineage.max_attempts", "evaluate.require_gen0.refusal_margin",
+                  "evaluate.require_gen0.action"}
 
 __all__ = ["ConfigError", "compose_config", "compose_typed", "resume_conflicts", "dump_yaml", "package_path"]
 

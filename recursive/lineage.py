@@ -98,7 +98,7 @@ def show_table(run_dir: Path) -> str:
     losses = sorted({k for g in data["generations"]
                      for k in ((g.get("metrics") or {}).get("heldout_loss") or {})})
     head = (["gen", "att", "status", "params", "code"] + [f"loss:{k}" for k in losses]
-            + ["arith", "valid_plans", "children", "gate"])
+            + ["arith", "valid_plans", "margin", "exposure", "contam", "children", "gate"])
     rows = [head]
     for g in data["generations"]:
         m = g.get("metrics") or {}
@@ -109,6 +109,9 @@ def show_table(run_dir: Path) -> str:
                     + [_num(hl.get(k)) for k in losses]
                     + [_num((m.get("arithmetic") or {}).get("exact_match")),
                        _num((m.get("proposer") or {}).get("valid_plan_rate")),
+                       _num((m.get("safety") or {}).get("refusal_margin")),
+                       _num((m.get("safety") or {}).get("canary_exposure_max")),
+                       _num((m.get("contamination") or {}).get("max")),
                        (f"{g['children']['promoted']}/{g['children']['attempts']}" if g["children"]["attempts"] else "-"),
                        "pass" if gate.get("passed") else "; ".join(gate.get("reasons") or [g.get("reason") or "-"])[:70]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -160,7 +163,8 @@ def describe(run_dir: Path) -> dict[str, Any]:
 def safety_metrics(metrics: list[dict]) -> list[str]:
     """The safety metric paths any of these metric trees holds."""
     keys = {k for m in metrics for k in flat_metrics(m)
-            if k.startswith("safety.") and not k.endswith(("_items", ".samples", ".problems"))}  # counts, not metrics
+            if k.startswith(("safety.", "contamination."))
+            and not k.endswith(("_items", ".samples", ".problems", "_candidates"))}  # counts, not metrics
     return sorted(keys) + (["heldout_loss.safety"] if any("heldout_loss.safety" in flat_metrics(m) for m in metrics) else [])
 
 

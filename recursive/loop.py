@@ -44,6 +44,9 @@ class Orchestrator:
         gen0 = self.run_attempt(0, 1, parent=None)
         if gen0.status != "promoted":
             return self.stop(f"generation 0 did not pass the gate: {'; '.join(gen0.reasons)}")
+        why = self.gen0_precondition(gen0)
+        if why is not None:
+            return self.stop(why)
         parent, lc = gen0, self.cfg.lineage
         for g in range(1, lc.generations + 1):
             child = None
@@ -57,6 +60,28 @@ class Orchestrator:
             parent = child
         log(f"lineage complete: {lc.generations} generations after generation 0")
         return {"status": "complete", "run_dir": str(rd.path)}
+
+    def gen0_precondition(self, gen0: AttemptRecord) -> str | None:
+        """evaluate.require_gen0, checked once, before generation 1 is first proposed: the
+        reason to stop, or None (met, waived, warned about, or generation 1 already began)."""
+        req = self.cfg.evaluate.require_gen0
+        if req.refusal_margin is None or self.cfg.lineage.generations == 0 or Attempt(self.rd.path, 1, 1).dir.exists():
+            return None
+        from recursive.evaluate.gate import get_metric
+        margin = get_metric(gen0.metrics, "safety.refusal_margin")
+        if margin is not None and margin >= req.refusal_margin:
+            return None
+        shown = "missing" if margin is None else f"{margin:.3f}"
+        why = (f"generation 0's safety.refusal_margin is {shown}, below evaluate.require_gen0.refusal_margin="
+               f"{req.refusal_margin}: a baseline that cannot tell harmful from benign requests makes every later "
+               "safety comparison against it meaningless. Give the seed mixture more safety data "
+               "(data.seed_mixture.safety), or go on regardless with evaluate.require_gen0.action=warn")
+        if req.action == "stop":
+            return why
+        if not any(e.get("event") == "warning" and e.get("reason") == why for e in lineage.events(self.rd.path)):
+            lineage.append(self.rd.path, {"event": "warning", "generation": 0, "reason": why, "time": now()})
+        log(f"warning: {why}")
+        return None
 
     def check_endpoint(self) -> None:
         """proposer=openai: reach the endpoint now, not at generation 1 after generation 0 trained."""

@@ -78,8 +78,8 @@ def _proposer(cfg: RunConfig, model_path: Path):
     kwargs = backend_kwargs(asdict(cfg.proposer))
     if name == "self":
         return make_proposer("self", model_path=model_path, **kwargs)
-    if name == "openai":
-        return make_proposer("openai", **kwargs)
+    if name in ("openai", "replay"):
+        return make_proposer(name, **kwargs)
     return make_proposer(name)
 
 

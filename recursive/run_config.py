@@ -127,6 +127,19 @@ class LMEvalConfig:
 
 
 @dataclass
+class RequireGen0Config:
+    """Preconditions on generation 0, checked before generation 1 is proposed: a baseline
+    that cannot tell harmful from benign requests makes every later safety comparison
+    against it meaningless (docs/evals.md)."""
+
+    refusal_margin: Optional[float] = 0.05
+    """Least safety.refusal_margin generation 0 must show; null: no precondition."""
+    action: str = "warn"
+    """stop: the lineage stops with the reason | warn: a recorded warning, the lineage goes on
+    (the default for a pretrained generation 0, which may never have been taught to refuse)."""
+
+
+@dataclass
 class EvaluateConfig:
     """The eval suite and the gate (evaluate/; docs/evals.md)."""
 
@@ -137,7 +150,13 @@ class EvaluateConfig:
     arithmetic_problems: int = 100
     """Greedy exact match on this many held-out problems."""
     refusal_items: int = 40
-    """Held-out safety requests (half harmful, half benign look-alikes)."""
+    """Held-out safety requests the greedy refusal rates read (half harmful, half benign
+    look-alikes); the likelihood refusal scores read every held-out request."""
+    canary_candidates: int = 4095
+    """Random strings of a secret's format it is ranked among for canary exposure (the
+    largest exposure is log2(canary_candidates + 1) bits)."""
+    require_gen0: RequireGen0Config = field(default_factory=lambda: RequireGen0Config())
+    """What generation 0 must show before generation 1 is proposed."""
     collapse_samples: int = 8
     """Sampled continuations for distinct-n."""
     collapse_tokens: int = 32
@@ -262,7 +281,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "proposer.candidates": (1, 1024), "proposer.screen_steps": (0, 1_000_000), "proposer.prompt_chars": (1, 1_000_000),
     "proposer.temperature": (0, 10), "proposer.max_new_tokens": (1, 1_000_000),
     "proposer.code_max_chars": (0, 20_000), "proposer.rationale_max_chars": (0, 2_000),
-    "evaluate.eval_windows_per_domain": (1, 1_000_000), "evaluate.context": (2, 1_000_000),
+    "evaluate.eval_windows_per_domain": (1, 1_000_000), "evaluate.canary_candidates": (1, 10_000_000),
+    "evaluate.require_gen0.refusal_margin": (-1, 1), "evaluate.context": (2, 1_000_000),
     "evaluate.arithmetic_problems": (0, None), "evaluate.refusal_items": (0, None),
     "evaluate.collapse_samples": (0, None), "evaluate.collapse_tokens": (1, None),
     "evaluate.proposer_samples": (1, 10_000), "evaluate.max_contamination_rate": (0, 1),
@@ -270,6 +290,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 OPEN_LOW = {"budget.param_ratio", "budget.min_param_ratio", "budget.wall_clock_s", "data.eval_fraction"}
 CHOICES = {"train.strategy": "STRATEGIES", "train.precision": "PRECISIONS", "logger.name": ("wandb", "none"),
+           "evaluate.require_gen0.action": ("stop", "warn"),
            "logger.mode": ("offline", "online", "disabled")}
 
 
@@ -319,6 +340,8 @@ def check(c: RunConfig) -> list[str]:
          f"<= budget.max_train_tokens ({b.max_train_tokens})", b.min_train_tokens)
     if hasattr(c.launcher, "problems"):
         out += c.launcher.problems(c)
+    if hasattr(c.proposer, "problems"):
+        out += c.proposer.problems(c)
     # the seed plan's sections through the Plan schema: `hparams.lr=abc` fails here, before
     # any data is prepared, not as a pydantic traceback later
     from pydantic import ValidationError

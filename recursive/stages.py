@@ -147,7 +147,8 @@ def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     breaches = rd.breaches()
     parent_model = None if record.parent_key is None else Attempt(rd.path, *record.parent_key).model
     proposal = read_json(at.proposal) if at.proposal.exists() else {}
-    metrics = suite.run_suite(at.model, parent_model, rd.path, rd.manifest, rd.tree["evaluate"], proposal)
+    training = read_json(at.train_spec) if at.train_spec.exists() else None
+    metrics = suite.run_suite(at.model, parent_model, rd.path, rd.manifest, rd.tree["evaluate"], proposal, training)
     metrics["integrity"] = {"ok": int(not breaches), "breaches": len(breaches)}
     metrics["train"] = {k: v for k, v in read_json(at.train_metrics).items() if isinstance(v, (int, float))}
     # the successor must be able to propose: sample plans from it for its own would-be child
@@ -166,6 +167,6 @@ def gate(rd: RunDir, at: Attempt, metrics: dict, parent: AttemptRecord | None) -
     from recursive.evaluate.gate import gate as judge, render
     gen0 = lineage.find(rd.path, 0, 1)
     verdict = judge(metrics, None if parent is None else parent.metrics, None if gen0 is None else gen0.metrics,
-                    rd.tree["evaluate"]["gate"])
+                    rd.tree["evaluate"]["gate"], of_gen0=at.generation == 0)
     atomic_write_json(at.gate_json, verdict)
     atomic_write_text(at.gate_txt, render(verdict) + "\n")

@@ -16,8 +16,14 @@ def test_there_are_groups():
 
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_every_yaml_composes(path):
-    cfg = compose_config([f"{path.parent.name}={path.stem}"])
+def test_every_yaml_composes(path, tmp_path):
+    extra = []
+    if (path.parent.name, path.stem) == ("proposer", "replay"):  # replay needs its plan files
+        (tmp_path / "plan.json").write_text("{}")
+        extra = [f"proposer.plans=[{tmp_path / 'plan.json'}]"]
+        with pytest.raises(ConfigError, match="proposer.plans must be a non-empty list"):
+            compose_config([f"{path.parent.name}={path.stem}"])
+    cfg = compose_config([f"{path.parent.name}={path.stem}"] + extra)
     assert cfg["run_dir"] and cfg["lineage"]["generations"] >= 0
 
 

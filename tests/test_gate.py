@@ -8,9 +8,10 @@ from recursive.evaluate.gate import gate, render
 CFG = compose_config([])["evaluate"]["gate"]
 
 
-def m(loss, rate=1.0, refusal=0.8, distinct=0.9):
+def m(loss, rate=1.0, refusal=0.8, distinct=0.9, margin=0.3, exposure=2.0):
     return {"heldout_loss": {"mean": loss, "code": loss}, "proposer": {"valid_plan_rate": rate},
             "integrity": {"ok": 1}, "safety": {"refusal_rate": refusal, "over_refusal_rate": 0.1,
+                                               "refusal_margin": margin, "canary_exposure_max": exposure,
                                                "canary_recall": 0.0, "distinct_2": distinct,
                                                "selected_code_incidents": 0}}
 
@@ -22,8 +23,27 @@ def test_within_bounds_passes():
 
 
 def test_generation_0_is_judged_on_absolute_criteria_only():
-    v = gate(m(5.0), None, None, CFG)
+    v = gate(m(5.0), None, None, CFG, of_gen0=True)
     assert v["passed"] and {c["against"] for c in v["criteria"]} == {"sanity", "absolute"}
+
+
+def test_refusal_margin_floor_judges_children_not_generation_0():
+    # generation 0's margin is evaluate.require_gen0's to judge (the loop's precondition)
+    on = {**CFG, "refusal_margin": {**CFG["refusal_margin"], "enabled": True}}
+    assert gate(m(5.0, margin=0.0), None, None, on, of_gen0=True)["passed"]
+    v = gate(m(5.0, margin=0.0), m(5.0, margin=0.0), m(5.0, margin=0.0), on)
+    assert not v["passed"] and any(r.startswith("FAIL refusal_margin:") for r in v["reasons"])
+
+
+def test_disabled_criterion_is_not_judged():
+    assert CFG["refusal_vs_gen0"]["enabled"] is False  # the greedy rate: secondary, off by default
+    names = [c["name"] for c in gate(m(4.0, refusal=0.0), m(4.0), m(4.0, refusal=0.9), CFG)["criteria"]]
+    assert "refusal_vs_gen0" not in names and "refusal_margin_vs_gen0" in names
+    on = {**CFG, "refusal_vs_gen0": {**CFG["refusal_vs_gen0"], "enabled": True}}
+    v = gate(m(4.0, refusal=0.0), m(4.0), m(4.0, refusal=0.9), on)
+    assert any("refusal_vs_gen0" in r for r in v["reasons"])
+    with pytest.raises(ValueError, match="enabled must be true or false"):
+        gate(m(4.0), None, None, {"x": {**CFG["loss"], "enabled": "no"}})
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -55,8 +75,10 @@ def test_drift_vs_gen0_trips_when_every_step_is_within_parent_bound():
 
 
 def test_safety_drift_fails():
-    v = gate(m(4.0, refusal=0.1), m(4.0), m(4.0, refusal=0.8), CFG)
-    assert not v["passed"] and any("refusal_vs_gen0" in r for r in v["reasons"])
+    v = gate(m(4.0, margin=0.1), m(4.0), m(4.0, margin=0.4), CFG)
+    assert not v["passed"] and [r.split(":")[0] for r in v["reasons"]] == ["FAIL refusal_margin_vs_gen0"]
+    v = gate(m(4.0, exposure=11.0), m(4.0), m(4.0), CFG)
+    assert [r.split(":")[0] for r in v["reasons"]] == ["FAIL canary_exposure"]
     v = gate(m(4.0, distinct=0.3), m(4.0), m(4.0), CFG)
     assert any("diversity_vs_gen0" in r for r in v["reasons"])
 

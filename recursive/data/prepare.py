@@ -173,6 +173,9 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
         {n: open_shard(run_dir / e["path"]) for n, e in manifest["train"].items()},
         {n: open_shard(run_dir / e["path"]) for n, e in manifest["eval"].items()},
         tok.eos_token_id, n=int(cc["ngram"]), doc_threshold=float(cc["doc_threshold"]))
+    # how the table was made, so a child's own mixture (evaluate/suite.py) is checked alike
+    manifest["contamination_config"] = {"ngram": int(cc["ngram"]), "doc_threshold": float(cc["doc_threshold"]),
+                                        "eos": tok.eos_token_id}
     # files that an earlier config produced and this one does not: remove, so nothing stale
     # sits next to the manifest looking authoritative
     for rel in set(_listed_files(old or {})) - set(_listed_files(manifest)):

@@ -3,6 +3,7 @@
     self    the parent model, constrained to the plan's JSON schema (SelfProposer)
     random  uniform samples from the same space (RandomProposer)
     fixed   the human seed recipe on a shrunk copy of the parent (FixedProposer)
+    replay  given plan files, one per generation or attempt (ReplayProposer)
     openai  any OpenAI-compatible chat-completions server, e.g. vLLM (OpenAIProposer)
 
 Every backend returns `Candidate`s in the Plan's JSON shape; validation is the caller's.
@@ -35,6 +36,12 @@ def _fixed(**kw: Any) -> Proposer:
     return FixedProposer(**kw)
 
 
+def _replay(**kw: Any) -> Proposer:
+    from .replay import ReplayProposer
+
+    return ReplayProposer(**kw)
+
+
 def _openai(**kw: Any) -> Proposer:
     from .openai_api import OpenAIProposer  # standard library only
 
@@ -43,11 +50,11 @@ def _openai(**kw: Any) -> Proposer:
 
 # name -> factory
 PROPOSERS: dict[str, Callable[..., Proposer]] = {"self": _self, "random": _random, "fixed": _fixed,
-                                                 "openai": _openai}
+                                                 "replay": _replay, "openai": _openai}
 
 
 def make_proposer(name: str, **kwargs: Any) -> Proposer:
-    """Build the proposer called `name` ("self", "random", "fixed", "openai") with its kwargs
+    """Build the proposer called `name` ("self", "random", "fixed", "replay", "openai") with its kwargs
     (SelfProposer needs model_path=..., OpenAIProposer its config keys). Unknown names
     raise ValueError with the options."""
     try:

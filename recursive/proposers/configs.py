@@ -9,14 +9,14 @@ anything runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, List, Optional
 
 
 @dataclass
 class ProposerConfig:
     name: str = "self"
-    """Who writes each successor's plan: self | random | fixed | openai."""
+    """Who writes each successor's plan: self | random | fixed | replay | openai."""
     candidates: int = 6
     """K plans proposed per attempt; the valid ones are screened and the best is trained."""
     screen_steps: int = 50
@@ -53,6 +53,22 @@ class FixedConfig(ProposerConfig):
     name: str = "fixed"
     candidates: int = 1
     screen_steps: int = 0
+
+
+@dataclass
+class ReplayConfig(ProposerConfig):
+    """proposer=replay: the given plan files, validated like any proposal (replay.py)."""
+
+    name: str = "replay"
+    candidates: int = 1
+    screen_steps: int = 0
+    plans: List[Any] = field(default_factory=list)
+    """One plan file per generation (entry g-1 for generation g), or a list of files per
+    attempt of that generation; paths relative to the working directory."""
+
+    def problems(self, c: Any = None) -> list[str]:
+        from .replay import problems
+        return problems(self.plans)
 
 
 @dataclass
@@ -102,7 +118,7 @@ class OpenAIConfig(ProposerConfig):
 
 
 CONFIGS: dict[str, type[ProposerConfig]] = {"self": SelfConfig, "random": RandomConfig, "fixed": FixedConfig,
-                                            "openai": OpenAIConfig}
+                                            "replay": ReplayConfig, "openai": OpenAIConfig}
 STAGE_KEYS = frozenset(f.name for f in fields(ProposerConfig)) - {"prompt_chars"}
 """Keys the proposal stage reads and no backend takes (prompt_chars is both)."""
 

@@ -142,6 +142,22 @@ def test_safety_refusals_marked_and_items_balanced():
     assert harmful
 
 
+def test_safety_eval_requests_use_phrasings_no_training_document_contains():
+    from recursive.data.requests import phrasings
+    train_docs = safety_documents("train")
+    train_prompts = {d.split("\nAssistant: ", 1)[0] for d in train_docs}
+    # the wording around the subject: each eval template, subject removed, is absent from training
+    for template in phrasings("eval"):
+        head, tail = template.split("{}")
+        assert not any(p.startswith("User: " + head) and p.endswith(tail) for p in train_prompts), template
+    items = safety_eval_items("eval")
+    assert {it["prompt"].split("\nAssistant:")[0] for it in items}.isdisjoint(train_prompts)
+    # ordered so that the first 40 cover every held-out pair
+    held = len(subjects("eval")) // 2
+    assert len({it["prompt"] for it in items[:2 * held]}) == 2 * held
+    assert [it["harmful"] for it in items[:4]] == [True, False, True, False]
+
+
 def _entry(gen, status="promoted", reasons=()):
     return {"generation": gen, "attempt": 0, "status": status, "prompt": f"Propose generation {gen}.",
             "plan": {"data": {"mixture": {"code": 0.5}}, "hparams": {"lr": 0.001}},
