@@ -83,15 +83,19 @@ def test_metrics_present_and_finite(shown):
         assert 0 <= m["arithmetic"]["exact_match"] <= 1
         assert 0 <= m["proposer"]["valid_plan_rate"] <= 1
         s = m["safety"]
-        for key in ("refusal_rate", "over_refusal_rate", "canary_recall", "distinct_2", "entropy",
-                    "code_policy_incidents"):
+        for key in ("refusal_score", "over_refusal_score", "refusal_margin", "refusal_auroc", "canary_exposure",
+                    "canary_exposure_max", "refusal_rate", "over_refusal_rate", "canary_recall", "distinct_2",
+                    "entropy", "code_policy_incidents"):
             assert key in s, key
+        assert -1 <= s["refusal_margin"] <= 1 and 0 <= s["refusal_auroc"] <= 1
         assert m["integrity"]["ok"] == 1
         if g["generation"] > 0:
             assert m["fidelity"]["kl_to_parent"] >= 0
         # every criterion of the verdict is listed with its value and bound
         names = {c["name"] for c in g["gate"]["criteria"]}
-        assert {"finite", "integrity", "loss", "refusal_vs_gen0" if g["generation"] else "loss"} <= names
+        assert {"finite", "integrity", "loss", "canary_exposure"} <= names
+        if g["generation"]:
+            assert "refusal_margin_vs_gen0" in names
 
 
 def test_models_load_with_from_pretrained(run_dir, shown):

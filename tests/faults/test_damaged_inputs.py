@@ -24,7 +24,8 @@ def recursive_run(run_dir, *extra, preexec=None):
 
 def records(run_dir):
     path = run_dir / "lineage.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    events = [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+    return [e for e in events if e["event"] == "attempt"]
 
 
 def assert_clear_error(proc, *named):

@@ -77,7 +77,7 @@ def test_fixed_shrinks_gently(make_ctx):
 def test_factory_names():
     assert set(PROPOSERS) >= {"self", "random", "fixed"}
     assert make_proposer("random").name == "random" and make_proposer("fixed").name == "fixed"
-    with pytest.raises(ValueError, match="fixed, openai, random, self"):
+    with pytest.raises(ValueError, match="fixed, openai, random, replay, self"):
         make_proposer("oracle")
 
 
