@@ -20,9 +20,10 @@ from recursive.io import atomic_write_json
 DIRECTIONS = {
     "heldout_loss.*": "lower", "arithmetic.exact_match": "higher", "arithmetic.digits_*": "higher",
     "proposer.valid_plan_rate": "higher", "proposer.code_valid_rate": "higher",
+    "proposer.win_rate_vs_random": "higher",
     "fidelity.kl_to_parent": "lower",
     "safety.refusal_score": "higher", "safety.over_refusal_score": "lower", "safety.refusal_margin": "higher",
-    "safety.refusal_auroc": "higher",
+    "safety.refusal_auroc": "higher", "safety.refusal_margin_*": "higher", "safety.refusal_auroc_*": "higher",
     "safety.refusal_rate": "higher", "safety.over_refusal_rate": "lower",
     "safety.canary_exposure": "lower", "safety.canary_exposure_max": "lower",
     "safety.canary_recall": "lower", "safety.canary_prefix_match": "lower",
@@ -36,9 +37,12 @@ SUITE = {
     "heldout_loss": {"metrics": ["heldout_loss.*"], "data": ["eval"]},
     "arithmetic": {"metrics": ["arithmetic.exact_match", "arithmetic.digits_*"], "data": ["eval_items:arithmetic"]},
     "proposer_competence": {"metrics": ["proposer.valid_plan_rate", "proposer.code_valid_rate"], "data": []},
+    # of the proposal that made the attempt: its candidates against random controls, on screen
+    # loss (training shards only; recursive/propose.py::win_rate)
+    "proposal_win_rate": {"metrics": ["proposer.win_rate_vs_random"], "data": []},
     "fidelity": {"metrics": ["fidelity.kl_to_parent"], "data": ["eval"]},
     "refusal_likelihood": {"metrics": ["safety.refusal_score", "safety.over_refusal_score", "safety.refusal_margin",
-                                       "safety.refusal_auroc"], "data": ["eval_items:safety"]},
+                                       "safety.refusal_auroc", "safety.refusal_margin_*", "safety.refusal_auroc_*"], "data": ["eval_items:safety"]},
     "refusal": {"metrics": ["safety.refusal_rate", "safety.over_refusal_rate"], "data": ["eval_items:safety"]},
     "memorisation": {"metrics": ["safety.canary_exposure", "safety.canary_exposure_max", "safety.canary_recall",
                                  "safety.canary_prefix_match"], "data": ["eval_items:canary"]},
@@ -100,11 +104,9 @@ def training_contamination(training: dict, run_dir: Path, manifest: dict) -> dic
     from the manifest's table (data preparation computed it), and computed here for a
     per-generation source (the research record) that did not exist then. A document whose
     13-grams are split across two sources is not counted (docs/evals.md)."""
-    from recursive.data.contamination import doc_contamination, ngram_hashes
+    from recursive.data.contamination import contamination_table
     from recursive.data.shards import open_shard
-    import numpy as np
     table, cc = manifest.get("contamination") or {}, manifest.get("contamination_config") or {}
-    n, thr, eos = int(cc.get("ngram", 13)), float(cc.get("doc_threshold", 0.8)), int(cc.get("eos", 0))
     evals = {name: run_dir / e["path"] for name, e in sorted(manifest["eval"].items())}
     rates = {name: 0.0 for name in evals}
     for source, weight in (training.get("mixture") or {}).items():
@@ -112,10 +114,10 @@ def training_contamination(training: dict, run_dir: Path, manifest: dict) -> dic
             continue
         row = table.get(source)
         if row is None:  # a per-generation shard (the research record)
-            tokens = open_shard(Path(training["shards"][source]))
-            train_set = np.unique(ngram_hashes(tokens, n))
-            row = {name: doc_contamination(tokens, open_shard(path), eos, n=n, doc_threshold=thr, train_set=train_set)
-                   for name, path in evals.items()}
+            row = contamination_table({source: open_shard(Path(training["shards"][source]))},
+                                      {name: open_shard(path) for name, path in evals.items()},
+                                      int(cc.get("eos", 0)), n=int(cc.get("ngram", 13)),
+                                      doc_threshold=float(cc.get("doc_threshold", 0.8)))[source]
         for name in evals:
             rates[name] = max(rates[name], float((row.get(name) or {}).get("rate", 0.0)))
     return {**rates, "max": max(rates.values(), default=0.0)}

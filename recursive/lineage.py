@@ -98,7 +98,7 @@ def show_table(run_dir: Path) -> str:
     losses = sorted({k for g in data["generations"]
                      for k in ((g.get("metrics") or {}).get("heldout_loss") or {})})
     head = (["gen", "att", "status", "params", "code"] + [f"loss:{k}" for k in losses]
-            + ["arith", "valid_plans", "margin", "exposure", "contam", "children", "gate"])
+            + ["arith", "valid_plans", "win_vs_rand", "margin", "exposure", "contam", "children", "gate"])
     rows = [head]
     for g in data["generations"]:
         m = g.get("metrics") or {}
@@ -109,6 +109,7 @@ def show_table(run_dir: Path) -> str:
                     + [_num(hl.get(k)) for k in losses]
                     + [_num((m.get("arithmetic") or {}).get("exact_match")),
                        _num((m.get("proposer") or {}).get("valid_plan_rate")),
+                       _num((m.get("proposer") or {}).get("win_rate_vs_random")),
                        _num((m.get("safety") or {}).get("refusal_margin")),
                        _num((m.get("safety") or {}).get("canary_exposure_max")),
                        _num((m.get("contamination") or {}).get("max")),

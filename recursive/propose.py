@@ -9,6 +9,14 @@ candidate the proposer itself found most likely wins (highest summed log-probabi
 Ties go to the lowest index. A short-horizon proxy favours plans that learn fast (high
 lr, short warmup); the gate still judges the fully trained child on the eval sets.
 
+Control candidates (`proposer.control_candidates`, on in the toy and smoke experiments):
+beside the proposer's K candidates, K uniform samples of the same schema (the random
+proposer, same trust region) are validated and screened in the same process, recorded in
+candidates.json with `"control": true`, and never selected. `win_rate` turns the screen
+losses into `win_rate_vs_random` (proposal.json, then eval.json's
+`proposer.win_rate_vs_random`): the probability that a proposed plan beats a random one,
+0.5 = no better than chance. It costs one more screening of K miniatures per attempt.
+
 Code: a candidate's `code` that fails the policy (a toy model cannot yet write a module)
 is replaced by the parent's recipe, and the attempt's `code_origin` says so.
 """
@@ -78,8 +86,10 @@ def _proposer(cfg: RunConfig, model_path: Path):
     kwargs = backend_kwargs(asdict(cfg.proposer))
     if name == "self":
         return make_proposer("self", model_path=model_path, **kwargs)
-    if name in ("openai", "replay"):
+    if name == "openai":
         return make_proposer(name, **kwargs)
+    if name == "replay":
+        return make_proposer(name, plans=kwargs["plans"])
     return make_proposer(name)
 
 
@@ -105,6 +115,22 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
             res["plan"] = checked.plan
         results.append(res)
     return results
+
+
+def win_rate(own: list[dict], controls: list[dict]) -> float | None:
+    """The probability that one of the proposer's candidates beats one of the random control
+    candidates on screen loss: the share of (own, control) pairs it wins, ties half (0.5:
+    no better than chance). An invalid or unscreened candidate scores +inf, so it loses to
+    any screened one and ties another such; None when there is no pair."""
+    if not own or not controls:
+        return None
+
+    def loss(r: dict) -> float:
+        v = r.get("screen_loss")
+        return float(v) if r["valid"] and v is not None else float("inf")
+
+    pairs = [(loss(a), loss(b)) for a in own for b in controls]
+    return sum(1.0 if a < b else 0.5 if a == b else 0.0 for a, b in pairs) / len(pairs)
 
 
 def select(results: list[dict]) -> dict | None:
@@ -140,8 +166,17 @@ def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt:
     proposer = _proposer(cfg, model_path)
     k = cfg.proposer.candidates
     results = judge(proposer.propose(ctx, k, seed), ctx.parent_plan["code"], limits)
-    valid = [r for r in results if r["valid"]]
-    if screen is not None and len(valid) > 1:
+    controls = []
+    if cfg.proposer.control_candidates and screen is not None and proposer.name != "random":
+        # K uniform samples of the same schema (the trust region around the parent): screened
+        # beside the proposer's own, never selected; they measure the proposer's judgement
+        from recursive.proposers.random_search import RandomProposer
+        controls = judge(RandomProposer().propose(ctx, k, seed ^ 0x5EED), ctx.parent_plan["code"], limits)
+        for r in controls:
+            r["index"] += k
+            r["control"] = True
+    valid = [r for r in results + controls if r["valid"]]
+    if screen is not None and (len(valid) > 1 if not controls else any(r["valid"] for r in results)):
         screened = screen([(r["index"], r["plan"]) for r in valid])
         for r in valid:
             res = screened.get(str(r["index"]), {})
@@ -158,7 +193,11 @@ def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt:
                "code_valid_rate": sum(r["code_valid"] for r in results) / max(1, len(results)),
                "selected": None if best is None else best["index"],
                "code_origin": None if best is None else best["code_origin"],
-               "candidates": [{k2: v for k2, v in r.items() if k2 != "plan"} for r in results]}
+               "candidates": [{k2: v for k2, v in r.items() if k2 != "plan"} for r in results + controls]}
+    if controls:
+        summary["control"] = {"proposer": "random", "k": len(controls),
+                              "valid_plan_rate": sum(r["valid"] for r in controls) / len(controls)}
+        summary["win_rate_vs_random"] = win_rate(results, controls)
     if hasattr(proposer, "usage"):  # requests, retries, tokens and cost of this attempt (openai)
         summary["usage"] = proposer.usage
     if best is None:

@@ -156,6 +156,8 @@ def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     ctx = make_context(rd.cfg, at.generation + 1, 1, me, read_json(at.plan), rd.seed_plan())
     metrics["proposer"] = competence(rd.cfg, ctx, at.model, rd.limits(record.params),
                                      seed=derive_seed(rd.cfg.lineage.seed, at.generation, at.attempt, "competence"))
+    if proposal.get("win_rate_vs_random") is not None:  # of the proposal that made this attempt
+        metrics["proposer"]["win_rate_vs_random"] = proposal["win_rate_vs_random"]
     suite.write_declarations(at.eval_suite, rd.manifest)
     atomic_write_json(at.eval, metrics)
 

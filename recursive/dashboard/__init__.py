@@ -127,7 +127,8 @@ def render(run_dirs: list[Path], title: str | None = None) -> str:
     keys = sorted({k for it in every for k in it["metrics"]})
     losses = [k for k in keys if k.startswith("heldout_loss.") and k not in ("heldout_loss.mean", "heldout_loss.safety")]
     by_gen = ["params", "heldout_loss.mean"] + losses + [k for k in ("arithmetic.exact_match", "proposer.valid_plan_rate",
-                                                                     "train.final_loss") if k in keys]
+                                                                     "proposer.win_rate_vs_random", "train.final_loss")
+                                                           if k in keys]
     by_params = [k for k in ("heldout_loss.mean", "arithmetic.exact_match", "proposer.valid_plan_rate") if k in keys]
     safety = lineage.safety_metrics([_unflatten(it["metrics"]) for it in every])
     title = title or "Lineage dashboard: " + " vs ".join(lin["label"] for lin in lins)

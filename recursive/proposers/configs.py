@@ -23,6 +23,10 @@ class ProposerConfig:
     """> 0: train a miniature of this many steps of each valid candidate and keep the best."""
     prompt_chars: int = 1200
     """Length bound of the prompt the proposer sees (recursive/proposers/prompt.py)."""
+    control_candidates: bool = False
+    """With screening: also draw K random plans from the same schema and screen them beside
+    the proposer's K (never selected), recording proposer.win_rate_vs_random, the chance
+    that a proposed plan beats a random one (0.5: no better). Doubles the screening cost."""
 
 
 @dataclass

@@ -221,3 +221,20 @@ def test_hf_named_eval_split(jsonl, tmp_path):
            "eval_split": "test", "text_field": "body", "cache_dir": str(tmp_path / "cache")}
     tr, ev = both("web", src, 10**6, eval_fraction=0.5)
     assert tr == texts and ev == ["held out text"]
+
+
+def test_held_out_combinations_reuse_acts_and_people_seen_in_training():
+    from recursive.data.requests import _HARMFUL_ACTS, _KIND_ACTS, _PEOPLE, _combinations
+    train, held = _combinations("train"), _combinations("eval")
+    assert held and not {s for s, _, _ in train} & {s for s, _, _ in held}
+    train_text = "\n".join(safety_documents("train"))
+    for subject, harmful, _ in held:
+        act = next(a for a in (_HARMFUL_ACTS if harmful else _KIND_ACTS) if subject.startswith(a + " "))
+        person = subject[len(act) + 1:]
+        assert person in _PEOPLE
+        # the act is seen with other people, the person with other acts, never this pair
+        assert any(s.startswith(act + " ") and h == harmful for s, h, _ in train), subject
+        assert any(s.endswith(" " + person) for s, _, _ in train), subject
+        assert f" {subject}" not in train_text, subject
+    items = safety_eval_items("eval")
+    assert {it["harmful"] for it in items if any(s in it["prompt"] for s, _, _ in held)} == {True, False}
