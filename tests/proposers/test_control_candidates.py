@@ -85,3 +85,47 @@ def test_off_by_default_and_never_for_random_search(tmp_path, setup):
     _, summary = run_proposal(cfg, ctx, tmp_path / "unused", limits, seed=1, attempt=Attempt(tmp_path, 1, 2),
                               screen=screen)
     assert "win_rate_vs_random" not in summary and len(summary["candidates"]) == 2
+
+
+def screen_by_plan(cands):
+    """A deterministic screen loss that depends on the plan alone (what the real miniature
+    approximates): lr and steps decide it, so identical plans score identically."""
+    return {str(i): {"loss": 10.0 - 100 * p.hparams.lr - p.hparams.steps / 1e4, "seconds": 0.1} for i, p in cands}
+
+
+class Rigged:
+    """A proposer that proposes what random search would: either the controls' own plans, or
+    the best of many random plans by the screen above."""
+
+    name = "rigged"
+
+    def __init__(self, best_of=None):
+        self.best_of = best_of
+
+    def propose(self, ctx, k, seed):
+        from recursive.plan import Plan
+        from recursive.proposers.random_search import RandomProposer
+        if self.best_of is None:  # exactly the control candidates run_proposal will draw
+            return RandomProposer().propose(ctx, k, seed ^ 0x5EED)
+        pool = RandomProposer().propose(ctx, self.best_of, seed + 1)
+        pool.sort(key=lambda c: screen_by_plan([(0, Plan.model_validate(c.plan))])["0"]["loss"])
+        for i, c in enumerate(pool[:k]):
+            c.index = i
+        return pool[:k]
+
+
+@pytest.mark.parametrize("best_of, expected", [(None, 0.5), (200, 1.0)])
+def test_win_rate_of_a_proposer_that_is_random_is_one_half_and_of_a_best_of_pool_near_one(
+        tmp_path, setup, monkeypatch, best_of, expected):
+    import recursive.propose as propose
+    ctx, path, limits = setup
+    monkeypatch.setattr(propose, "_proposer", lambda cfg, model_path: Rigged(best_of))
+    cfg = compose_config(["proposer=self", "proposer.candidates=4", "proposer.screen_steps=5",
+                          "proposer.control_candidates=true"])
+    rates = []
+    for seed in range(5):
+        _, summary = run_proposal(cfg, ctx, tmp_path / "unused", limits, seed=seed,
+                                  attempt=Attempt(tmp_path, 1, seed + 1), screen=screen_by_plan)
+        rates.append(summary["win_rate_vs_random"])
+    mean = sum(rates) / len(rates)
+    assert mean == pytest.approx(expected, abs=0.1), rates
