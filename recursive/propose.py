@@ -117,6 +117,11 @@ def judge(candidates, parent_code: str, limits: Limits) -> list[dict]:
     return results
 
 
+def control_seed(seed: int) -> int:
+    """The seed of an attempt's random control candidates (distinct from the proposer's)."""
+    return seed ^ 0x5EED
+
+
 def win_rate(own: list[dict], controls: list[dict]) -> float | None:
     """The probability that one of the proposer's candidates beats one of the random control
     candidates on screen loss: the share of (own, control) pairs it wins, ties half (0.5:
@@ -171,12 +176,13 @@ def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt:
         # K uniform samples of the same schema (the trust region around the parent): screened
         # beside the proposer's own, never selected; they measure the proposer's judgement
         from recursive.proposers.random_search import RandomProposer
-        controls = judge(RandomProposer().propose(ctx, k, seed ^ 0x5EED), ctx.parent_plan["code"], limits)
+        controls = judge(RandomProposer().propose(ctx, k, control_seed(seed)), ctx.parent_plan["code"], limits)
         for r in controls:
             r["index"] += k
             r["control"] = True
     valid = [r for r in results + controls if r["valid"]]
-    if screen is not None and (len(valid) > 1 if not controls else any(r["valid"] for r in results)):
+    # a choice to make (2+ valid), or one valid proposal to compare with the controls
+    if screen is not None and any(r["valid"] for r in results) and (controls or len(valid) > 1):
         screened = screen([(r["index"], r["plan"]) for r in valid])
         for r in valid:
             res = screened.get(str(r["index"]), {})

@@ -9,7 +9,7 @@ import pytest
 
 from recursive.attempt import Attempt
 from recursive.config import compose_config
-from recursive.propose import run_proposal, win_rate
+from recursive.propose import control_seed, run_proposal, win_rate
 from recursive.proposers.fixed import shrink_to_budget
 from recursive.validate import Limits
 
@@ -106,7 +106,7 @@ class Rigged:
         from recursive.plan import Plan
         from recursive.proposers.random_search import RandomProposer
         if self.best_of is None:  # exactly the control candidates run_proposal will draw
-            return RandomProposer().propose(ctx, k, seed ^ 0x5EED)
+            return RandomProposer().propose(ctx, k, control_seed(seed))
         pool = RandomProposer().propose(ctx, self.best_of, seed + 1)
         pool.sort(key=lambda c: screen_by_plan([(0, Plan.model_validate(c.plan))])["0"]["loss"])
         for i, c in enumerate(pool[:k]):
