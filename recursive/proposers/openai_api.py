@@ -31,6 +31,7 @@ from typing import Any
 
 from .base import SEPARATORS, Candidate, ProposalContext
 from .configs import OpenAIConfig
+from .grammar import grammar_doc
 from .http import Failure, request
 from .prompt import build_prompt
 from .schema import proposal_schema
@@ -40,7 +41,9 @@ MAX_REPLY_BYTES = 8 << 20  # a plan is a few kB; a reply past this is a broken (
 LOOP_KEYS = ("name", "candidates", "screen_steps")  # read by recursive.propose, not by the backend
 SYSTEM = ("You write the training plan of a smaller successor language model. Reply with one JSON "
           "object and nothing else; its keys: schema_version, model, data, hparams, code, rationale. "
-          "A `code` that is not a valid recipe module is replaced by the parent's recipe.")
+          "A `code` that is not a valid recipe module is replaced by the parent's recipe. Any module "
+          "within the recipe policy is accepted (imports: math, torch, torch.nn.functional; "
+          "allowlisted calls only); the grammar below is documentation, not a limit: ")
 
 
 Settings = OpenAIConfig  # the `proposer` config group of proposer=openai; one definition (configs.py)
@@ -205,7 +208,7 @@ class OpenAIProposer:
         s = self.s
         schema = proposal_schema(ctx, code_max_chars=s.code_max_chars, rationale_max_chars=s.rationale_max_chars,
                                  link_context=s.link_context)
-        system = SYSTEM
+        system = SYSTEM + grammar_doc()  # a capable model writes free-form code; the grammar shows a safe shape
         if s.structured_output != "json_schema":  # the server is not told the schema: the model is
             system += " It must match this JSON schema: " + json.dumps(schema, separators=SEPARATORS)
         body: dict[str, Any] = {
