@@ -86,17 +86,26 @@ def plan_context(plan_path: Path, run_dir: str | None, generation: int | None, o
         parent = promoted.get(generation - 1)
         parent_params = None if parent is None else parent.params
         parent_code = None if parent is None else parent.where(rd).recipe.read_text()
+        parent_model = None if parent is None else read_json(parent.where(rd).plan)["model"]
+        base = read_json(rd / "base_config.json") if (rd / "base_config.json").exists() else None
         where = f"generation {generation} of {rd}"
     else:
         cfg = compose_typed(overrides)[0]
         manifest = None  # no lineage yet: no data to measure contamination on
-        vocab = int(cfg.data.vocab_size)
+        from recursive import pretrained
+        base = pretrained.base_config(cfg.model) if pretrained.is_pretrained(cfg.model) else None
+        vocab = int(cfg.data.vocab_size) if base is None else int(base["vocab_size"])
         generation = 1 if generation is None else generation
         seed = seed_plan(cfg)
-        parent_params = None if generation == 0 else count_params(seed.model, vocab)
+        parent_model = None if generation == 0 else seed.model.model_dump(mode="json")
+        parent_params = None if generation == 0 else count_params(seed.model, vocab, base)
         parent_code = None if generation == 0 else seed.code
         where = f"generation {generation}, configs/ budget" + ("" if generation == 0 else ", the seed plan as parent")
-    return Limits.from_config(cfg, vocab, parent_params, manifest), parent_code, where
+    limits = Limits.from_config(cfg, vocab, parent_params, manifest, base=base, parent_model=parent_model)
+    if parent_params is None and base is not None:
+        from recursive.validate import for_checkpoint
+        limits = for_checkpoint(limits)
+    return limits, parent_code, where
 
 
 def cmd_check_plan(args) -> int:
@@ -133,7 +142,7 @@ def cmd_check_plan(args) -> int:
     plan = checked.plan
     code = {"inherited": "the parent's recipe", "edited": "the parent's recipe with the plan's edits",
             "proposed": "the plan's own recipe"}
-    print(f"{args.plan}: valid ({count_params(plan.model, limits.vocab_size):,} parameters, "
+    print(f"{args.plan}: valid ({count_params(plan.model, limits.vocab_size, limits.base):,} parameters, "
           f"{plan.train_tokens():,} training tokens; trains {code.get(checked.code_origin, 'its recipe')}; "
           f"checked as {where})")
     return 0

@@ -157,7 +157,7 @@ class Orchestrator:
             if not at.plan.exists():
                 return proposal["reason"]
             plan = Plan.from_json(at.plan.read_text())
-            rec.plan_path, rec.params = at.rel(at.plan), count_params(plan.model, self.rd.vocab_size)
+            rec.plan_path, rec.params = at.rel(at.plan), count_params(plan.model, self.rd.vocab_size, self.rd.base)
             log(f"gen {g} attempt {a}: plan with {rec.params:,} params, {plan.train_tokens():,} tokens "
                 f"({rec.proposer}, code {rec.code_origin})")
         elif stage == "train":

@@ -26,8 +26,10 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """The successor's architecture: a Llama-style causal LM. The vocabulary is not part of
-    the plan: the whole lineage shares one tokenizer."""
+    """The successor's architecture, family-neutral: the lineage's family (the built-in
+    Llama, or generation 0's checkpoint's; train/families.py) maps these onto its own
+    config class. The vocabulary is not part of the plan: the whole lineage shares one
+    tokenizer."""
 
     num_layers: int = Field(ge=1, le=48, description="Transformer blocks.")
     num_heads: int = Field(ge=1, le=64, description="Query heads; hidden size = num_heads * head_dim.")
@@ -36,6 +38,9 @@ class ModelSpec(_Strict):
     intermediate_size: int = Field(ge=16, le=32768, description="SwiGLU hidden width.")
     context: Literal[64, 128, 256, 512, 1024, 2048, 4096] = Field(description="Training sequence length in tokens.")
     tie_embeddings: bool = Field(description="Share the input embedding and the output head.")
+    init: Literal["scratch", "prune"] = Field(
+        default="scratch", description="scratch: random initialisation; prune: cut from the parent by "
+                                       "structured pruning (train/prune.py), then trained.")
 
     @property
     def hidden_size(self) -> int:
@@ -89,9 +94,14 @@ class Plan(_Strict):
         return {k: v / total for k, v in sorted(self.data.mixture.items()) if v > 0}
 
 
-def count_params(spec: ModelSpec, vocab_size: int) -> int:
-    """Exact parameter count of the LlamaForCausalLM that `train.modeling` builds from
-    `spec` (no biases, RMSNorm weights, SwiGLU MLP). Tested against the real module."""
+def count_params(spec: ModelSpec, vocab_size: int, base: dict | None = None) -> int:
+    """Exact parameter count of the model the training stage builds from `spec`: with
+    `base` (a `model=pretrained` lineage's family config) counted on the instantiated
+    model (recursive.train.families.count); without, the built-in LlamaForCausalLM of
+    `train.modeling` (no biases, RMSNorm weights, SwiGLU MLP), tested against the module."""
+    if base is not None:
+        from recursive.train.families import count
+        return count(base, spec.model_dump(mode="json"))
     h, kv = spec.hidden_size, spec.num_kv_heads * spec.head_dim
     attn = h * h * 2 + h * kv * 2  # q, o; k, v
     mlp = 3 * h * spec.intermediate_size

@@ -39,9 +39,11 @@ RECIPE_API = ("The recipe module defines lr_lambda(step, total_steps, warmup_ste
               "and torch.nn.functional.")
 
 
-def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_plan: dict, seed: Plan):
+def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_plan: dict, seed: Plan,
+                 base: dict | None = None, vocab_size: int | None = None):
     """What the proposer sees for generation g, attempt a (see recursive.proposers.base):
-    `parent` proposes; `parent_plan` is the plan it was trained from."""
+    `parent` proposes; `parent_plan` is the plan it was trained from; `base` the lineage's
+    family config (model=pretrained) and `vocab_size` its embedding rows (default: data.vocab_size)."""
     from recursive.proposers.base import ProposalContext
     run_dir = Path(cfg.run_dir)
     memory = [{"generation": e.generation, "attempt": e.attempt, "status": e.status,
@@ -62,10 +64,10 @@ def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_p
         seed_plan=seed.model_dump(mode="json"), parent_plan=parent_plan, sources=sources,
         budget={"param_ratio": b.param_ratio, "min_param_ratio": b.min_param_ratio, "max_params": b.max_params,
                 "max_train_tokens": b.max_train_tokens, "min_train_tokens": b.min_train_tokens,
-                "vocab_size": cfg.data.vocab_size, "wall_clock_s": b.wall_clock_s,
+                "vocab_size": vocab_size or cfg.data.vocab_size, "wall_clock_s": b.wall_clock_s,
                 "trust_region": None if b.trust_region is None else asdict(b.trust_region),
                 "batch_multiple": batch_multiple(cfg.train.num_processes, cfg.train.grad_accum)},
-        memory=memory, feedback=feedback, recipe_api=RECIPE_API)
+        memory=memory, feedback=feedback, recipe_api=RECIPE_API, base=base)
 
 
 def _plan_summary(run_dir: Path, e: AttemptRecord) -> dict:

@@ -28,6 +28,7 @@ from recursive.run_config import RunConfig, seed_plan
 from recursive.validate import Limits
 
 LOCK_FILE, ENV_FILE = "orchestrator.lock", "env.json"
+BASE_FILE = "base_config.json"  # model=pretrained: the family config every child is built from
 MARKER = ".recursive-run"  # written into every run directory `recursive run` creates
 
 
@@ -97,8 +98,13 @@ class RunDir:
         if reference is not None:
             # before prepare_data, which would quietly rebuild a changed eval file
             self.check_integrity(when="lineage restart")
+        self.base, tok_src = self._base(), None
+        if self.base is not None:  # model=pretrained: the checkpoint's tokenizer is the lineage's
+            from recursive import pretrained
+            tok_src = pretrained.tokenizer_source(self.cfg.model)
         t0 = time.perf_counter()
-        self.manifest = prepare_data(self.tree["data"], self.path, seed=self.cfg.lineage.seed)
+        self.manifest = prepare_data(self.tree["data"], self.path, seed=self.cfg.lineage.seed, tokenizer=tok_src,
+                                     model_vocab_size=None if self.base is None else int(self.base["vocab_size"]))
         self.prepare_seconds = time.perf_counter() - t0
         if reference is None:  # the lineage starts: this is what every evaluation is checked against
             atomic_write_json(self.path / "integrity.json", integrity.snapshot(self.path, self.manifest))
@@ -115,6 +121,21 @@ class RunDir:
         if lock is not None:
             lock.close()
 
+    def _base(self) -> dict | None:
+        """The lineage's family config (model=pretrained: generation 0's checkpoint config,
+        kept in BASE_FILE from the first start so that a resume builds the same children);
+        None: the built-in Llama."""
+        from recursive import pretrained
+        if not pretrained.is_pretrained(self.cfg.model):
+            return None
+        path = self.path / BASE_FILE
+        if path.exists():
+            import json
+            return json.loads(path.read_text())
+        base = pretrained.base_config(self.cfg.model)
+        atomic_write_json(path, base)
+        return base
+
     # ---------------------------------------------------------------- lineage-wide facts
     @property
     def tokenizer(self) -> Path:
@@ -123,8 +144,15 @@ class RunDir:
     def seed_plan(self) -> Plan:
         return seed_plan(self.cfg)
 
-    def limits(self, parent_params: int | None) -> Limits:
-        return Limits.from_config(self.cfg, self.vocab_size, parent_params, self.manifest)
+    def limits(self, parent_params: int | None, parent_model: dict | None = None) -> Limits:
+        """The budget for a child of a parent with `parent_params` and plan model section
+        `parent_model` (None: generation 0)."""
+        limits = Limits.from_config(self.cfg, self.vocab_size, parent_params, self.manifest, base=self.base,
+                                    parent_model=parent_model)
+        if parent_params is None and self.base is not None:
+            from recursive.validate import for_checkpoint
+            return for_checkpoint(limits)
+        return limits
 
     def check_integrity(self, when: str) -> list[str]:
         """Compare eval data and code with the lineage-start snapshot; a breach is recorded in

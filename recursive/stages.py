@@ -36,14 +36,19 @@ def propose(rd: RunDir, at: Attempt, parent: AttemptRecord | None) -> None:
         if not checked.valid:
             raise ConfigError("the seed plan in configs/ is invalid: " + "; ".join(map(str, checked.problems)))
         plan, proposal = checked.plan, {"proposer": "seed", "code_origin": "seed", "candidates": []}
+        if rd.base is not None:  # the plan describes the checkpoint; its hparams are the children's reference
+            from recursive import pretrained
+            proposal.update(proposer="pretrained", checkpoint=pretrained.describe(rd.cfg.model))
     else:
         parent_at = parent.where(rd.path)
         verify_model(parent_at.model, parent.model_sha256, f"parent {parent.id} of gen {at.generation}")
-        ctx = make_context(rd.cfg, at.generation, at.attempt, parent, read_json(parent_at.plan), rd.seed_plan())
+        parent_plan = read_json(parent_at.plan)
+        ctx = make_context(rd.cfg, at.generation, at.attempt, parent, parent_plan, rd.seed_plan(), base=rd.base,
+                           vocab_size=rd.vocab_size)
         screen_fn = None
         if rd.cfg.proposer.screen_steps > 0:
             screen_fn = lambda cands: screen(rd, at, parent, cands)  # noqa: E731
-        plan, proposal = run_proposal(rd.cfg, ctx, parent_at.model, rd.limits(parent.params),
+        plan, proposal = run_proposal(rd.cfg, ctx, parent_at.model, rd.limits(parent.params, parent_plan["model"]),
                                       seed=derive_seed(rd.cfg.lineage.seed, at.generation, at.attempt),
                                       attempt=at, screen=screen_fn)
     if plan is not None:
@@ -88,7 +93,8 @@ def screen(rd: RunDir, at: Attempt, parent: AttemptRecord, candidates: list[tupl
     tc = rd.cfg.train
     ScreenSpec(tokenizer=str(rd.tokenizer), shards=all_shards, candidates=entries, steps=rd.cfg.proposer.screen_steps,
                screen_sources=static, context=rd.cfg.evaluate.context,
-               teacher=str(parent.where(rd.path).model), threads=tc.threads, precision=tc.precision).write(at.screen_dir)
+               teacher=str(parent.where(rd.path).model), parent=str(parent.where(rd.path).model), base_config=rd.base,
+               threads=tc.threads, precision=tc.precision).write(at.screen_dir)
     rc = rd.launcher.run(at, "screen")
     result = at.screen_dir / "screen.json"
     if rc != 0 or not result.exists():
@@ -100,12 +106,15 @@ def screen(rd: RunDir, at: Attempt, parent: AttemptRecord, candidates: list[tupl
 def train(rd: RunDir, at: Attempt, plan: Plan, parent: AttemptRecord | None) -> str | None:
     """Runs the training stage through the launcher; returns None when trained, else the
     plan's error (the attempt fails, the lineage goes on). Raises Requeue or StageError."""
+    if parent is None and rd.base is not None:
+        return import_gen0(rd, at)
     shards, mixture, dropped = training_data(rd, plan, at.data_dir)
     teacher = None
     if parent is not None and plan.hparams.distill_weight > 0:
         teacher = str(parent.where(rd.path).model)
     tc = asdict(rd.cfg.train)
     TrainSpec(tokenizer=str(rd.tokenizer), teacher=teacher, shards=shards, mixture=mixture, dropped_sources=dropped,
+              parent=None if parent is None else str(parent.where(rd.path).model), base_config=rd.base,
               wall_clock_s=rd.cfg.budget.wall_clock_s, **{k: tc[k] for k in SPEC_KEYS}).write(at.dir)
     out = read_outcome(at.dir, rd.launcher.run(at, "train"))
     where = at.rel(at.dir)
@@ -120,6 +129,16 @@ def train(rd: RunDir, at: Attempt, plan: Plan, parent: AttemptRecord | None) -> 
         raise StageError(f"training process exited with {out.exit_code} ({out.error}); see {at.train_log}")
     tail = at.train_log.read_text(errors="replace").strip().splitlines()[-5:] if at.train_log.exists() else []
     raise StageError(f"training process exited with {out.exit_code}; see {at.train_log}: " + " | ".join(tail))
+
+
+def import_gen0(rd: RunDir, at: Attempt) -> None:
+    """model=pretrained: generation 0 is the checkpoint itself (recursive/pretrained.py),
+    written to model/ with the lineage's tokenizer; nothing is trained."""
+    from recursive import pretrained
+    metrics = pretrained.import_checkpoint(rd.cfg.model, at.model)
+    metrics["model_type"] = rd.base["model_type"]
+    atomic_write_json(at.train_metrics, metrics)
+    return None
 
 
 def model_digest(at: Attempt) -> str:
@@ -153,8 +172,10 @@ def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     metrics["train"] = {k: v for k, v in read_json(at.train_metrics).items() if isinstance(v, (int, float))}
     # the successor must be able to propose: sample plans from it for its own would-be child
     me = AttemptRecord(**{**asdict(record), "metrics": metrics})
-    ctx = make_context(rd.cfg, at.generation + 1, 1, me, read_json(at.plan), rd.seed_plan())
-    metrics["proposer"] = competence(rd.cfg, ctx, at.model, rd.limits(record.params),
+    own_plan = read_json(at.plan)
+    ctx = make_context(rd.cfg, at.generation + 1, 1, me, own_plan, rd.seed_plan(), base=rd.base,
+                       vocab_size=rd.vocab_size)
+    metrics["proposer"] = competence(rd.cfg, ctx, at.model, rd.limits(record.params, own_plan["model"]),
                                      seed=derive_seed(rd.cfg.lineage.seed, at.generation, at.attempt, "competence"))
     if proposal.get("win_rate_vs_random") is not None:  # of the proposal that made this attempt
         metrics["proposer"]["win_rate_vs_random"] = proposal["win_rate_vs_random"]
@@ -168,7 +189,12 @@ def gate(rd: RunDir, at: Attempt, metrics: dict, parent: AttemptRecord | None) -
     from recursive import lineage
     from recursive.evaluate.gate import gate as judge, render
     gen0 = lineage.find(rd.path, 0, 1)
+    criteria = rd.tree["evaluate"]["gate"]
+    if at.generation == 0 and rd.base is not None:
+        # a user's checkpoint is the reference, not a candidate: thresholds tuned for the toy
+        # do not judge it; only sanity (finite metrics) and integrity do
+        criteria = {k: v for k, v in criteria.items() if str(v.get("metric", "")).startswith("integrity.")}
     verdict = judge(metrics, None if parent is None else parent.metrics, None if gen0 is None else gen0.metrics,
-                    rd.tree["evaluate"]["gate"], of_gen0=at.generation == 0)
+                    criteria, of_gen0=at.generation == 0)
     atomic_write_json(at.gate_json, verdict)
     atomic_write_text(at.gate_txt, render(verdict) + "\n")

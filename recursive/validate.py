@@ -48,11 +48,14 @@ class Limits:
     contamination: dict[str, tuple[str, float]] = field(default_factory=dict)
     max_contamination_rate: float = 1.0
     smoke_test: bool = True           # run the recipe in a limited subprocess
+    base: dict | None = None          # the lineage's family (generation 0's checkpoint config); None: built-in Llama
+    parent_model: dict | None = None  # the parent's plan `model` section (family-fixed fields, prune)
     _smoke_cache: dict = field(default_factory=dict, repr=False)
 
 
     @classmethod
-    def from_config(cls, cfg, vocab_size: int, parent_params: int | None, manifest: dict | None = None) -> "Limits":
+    def from_config(cls, cfg, vocab_size: int, parent_params: int | None, manifest: dict | None = None,
+                    base: dict | None = None, parent_model: dict | None = None) -> "Limits":
         """The budget of a run config (RunConfig or its dict) for a child of a parent with
         `parent_params` (None: the seed plan); with a data manifest, also the measured
         contamination of every source (a plan may not put weight on a contaminated one)."""
@@ -65,7 +68,15 @@ class Limits:
                    param_ratio=b.param_ratio, max_params=b.max_params, max_train_tokens=b.max_train_tokens,
                    min_param_ratio=b.min_param_ratio, min_train_tokens=b.min_train_tokens,
                    contamination=contamination, max_contamination_rate=c.evaluate.max_contamination_rate,
-                   batch_multiple=batch_multiple(c.train.num_processes, c.train.grad_accum))
+                   batch_multiple=batch_multiple(c.train.num_processes, c.train.grad_accum),
+                   base=base, parent_model=parent_model)
+
+
+def for_checkpoint(limits: Limits) -> Limits:
+    """Generation 0 from a checkpoint (model=pretrained): its size and its seed
+    hyperparameters' tokens are not the budget's to judge (its children answer to it)."""
+    from dataclasses import replace
+    return replace(limits, max_params=2**62, max_train_tokens=2**62, min_train_tokens=0)
 
 
 def batch_multiple(num_processes: int, grad_accum: int) -> int:
@@ -135,7 +146,9 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
     m, h = plan.model, plan.hparams
     if m.num_kv_heads > m.num_heads or m.num_heads % m.num_kv_heads:
         out.append(Problem("model.num_kv_heads", f"must divide num_heads={m.num_heads}, got {m.num_kv_heads}"))
-    params = count_params(m, limits.vocab_size)
+    from recursive.train.families import family_problems
+    out.extend(Problem(f, msg) for f, msg in family_problems(limits.base, m.model_dump(mode="json"), limits.parent_model))
+    params = count_params(m, limits.vocab_size, limits.base)
     if params > limits.max_params:
         out.append(Problem("model", f"{params:,} parameters exceeds the budget's max_params {limits.max_params:,}"))
     if limits.parent_params is not None and params > limits.param_ratio * limits.parent_params:

@@ -23,6 +23,10 @@ def test_every_yaml_composes(path, tmp_path):
         extra = [f"proposer.plans=[{tmp_path / 'plan.json'}]"]
         with pytest.raises(ConfigError, match="proposer.plans must be a non-empty list"):
             compose_config([f"{path.parent.name}={path.stem}"])
+    if (path.parent.name, path.stem) == ("model", "pretrained"):  # needs the checkpoint to start from
+        extra = ["model.name_or_path=/path/to/checkpoint"]
+        with pytest.raises(ConfigError, match="model.name_or_path"):
+            compose_config([f"{path.parent.name}={path.stem}"])
     cfg = compose_config([f"{path.parent.name}={path.stem}"] + extra)
     assert cfg["run_dir"] and cfg["lineage"]["generations"] >= 0
 

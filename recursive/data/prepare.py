@@ -117,11 +117,31 @@ def _shard_entry(run_dir: Path, path: Path, meta: dict, src: dict) -> dict:
             "sha256": meta["sha256"], "domain": src["domain"], "kind": src["kind"]}
 
 
-def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
-    """Build (or reuse) the run's tokenizer, shards, eval items and manifest; return the manifest."""
+def _tokenizer_digest(source: str) -> str:
+    """sha256 of a tokenizer's saved files (what a pretrained lineage's data depends on)."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        h = hashlib.sha256()
+        for p in sorted(Path(tmp).iterdir()):
+            h.update(p.name.encode() + b"\0" + sha256_file(p).encode())
+        return h.hexdigest()
+
+
+def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0, tokenizer: str | None = None,
+                 model_vocab_size: int | None = None) -> dict:
+    """Build (or reuse) the run's tokenizer, shards, eval items and manifest; return the manifest.
+
+    `tokenizer`: a checkpoint's tokenizer (model=pretrained) is copied into data/tokenizer/
+    and used instead of training one (data.vocab_size is then not used); the manifest's
+    vocab_size is then `model_vocab_size`, the checkpoint's embedding rows."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     cfg = normalise_data_config(data_cfg)
+    if tokenizer is not None:
+        cfg = {**cfg, "pretrained_tokenizer": _tokenizer_digest(tokenizer), "vocab_size": model_vocab_size}
     chash = config_sha256(cfg, seed)
     old = _cached(run_dir, chash)
     if old and old.get("cached"):
@@ -135,9 +155,20 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0) -> dict:
         train_docs[cfg["canaries"]["source"]] += [c["text"] for c in canaries] * int(cfg["canaries"]["repeats"])
 
     tok_dir = run_dir / "data" / "tokenizer"
-    tok = train_tokenizer(itertools.chain.from_iterable(train_docs.values()), cfg["vocab_size"], tok_dir)
+    if tokenizer is None:
+        tok = train_tokenizer(itertools.chain.from_iterable(train_docs.values()), cfg["vocab_size"], tok_dir)
+    else:
+        from transformers import AutoTokenizer
+        import shutil
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tok_dir)
+        tok = AutoTokenizer.from_pretrained(tok_dir)
+        if tok.eos_token_id is None:
+            raise ValueError(f"the tokenizer of {tokenizer} has no eos token: documents cannot be separated")
     manifest: dict = {
-        "format_version": FORMAT_VERSION, "config_sha256": chash, "seed": seed, "vocab_size": len(tok),
+        "format_version": FORMAT_VERSION, "config_sha256": chash, "seed": seed,
+        "vocab_size": len(tok) if tokenizer is None else int(model_vocab_size),
+        "tokenizer_len": len(tok), "tokenizer_source": tokenizer,
         "tokenizer": tok_dir.relative_to(run_dir).as_posix(),
         "tokenizer_files": {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in sorted(tok_dir.iterdir())},
         "train": {}, "eval": {}, "eval_items": {},

@@ -20,7 +20,7 @@ SEPARATORS = (",", ":")
 # renders stored plans the same way, so a successor trained on the research record sees
 # plans in exactly the form it will later be asked to write.
 PLAN_KEYS = ("schema_version", "model", "data", "hparams", "code", "rationale")
-MODEL_KEYS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "context", "tie_embeddings")
+MODEL_KEYS = ("num_layers", "num_heads", "num_kv_heads", "head_dim", "intermediate_size", "context", "tie_embeddings", "init")
 HPARAM_KEYS = (
     "optimizer", "lr", "warmup_steps", "batch_size", "steps",
     "weight_decay", "grad_clip", "seed", "distill_weight", "distill_temperature",
@@ -41,6 +41,7 @@ class ProposalContext:
     memory: list[dict[str, Any]] = field(default_factory=list)  # earlier attempts, oldest first
     feedback: list[str] = field(default_factory=list)  # gate reasons of the last failed attempt
     recipe_api: str = ""  # one paragraph on the recipe functions
+    base: dict[str, Any] | None = None  # the lineage's family config (model=pretrained); None: built-in Llama
 
 
 @dataclass

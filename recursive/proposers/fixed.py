@@ -22,7 +22,8 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
-def shrink_to_budget(parent: dict[str, Any], max_params: int, vocab_size: int) -> dict[str, Any]:
+def shrink_to_budget(parent: dict[str, Any], max_params: int, vocab_size: int,
+                     base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Shrink the parent's ModelSpec dict deterministically until count_params <= max_params.
 
     One move per iteration, the first that applies: cut the FFN by a quarter (to a
@@ -36,7 +37,7 @@ def shrink_to_budget(parent: dict[str, Any], max_params: int, vocab_size: int) -
     p_layers, p_heads, p_kv = parent["num_layers"], parent["num_heads"], parent["num_kv_heads"]
 
     def size(s: dict[str, Any]) -> int:
-        return count_params(ModelSpec.model_validate(s), vocab_size)
+        return count_params(ModelSpec.model_validate(s), vocab_size, base)
 
     def heads_down(s: dict[str, Any]) -> None:
         s["num_heads"] -= 1
@@ -78,19 +79,26 @@ class FixedProposer:
         t0 = time.perf_counter()
         vocab = int(ctx.budget["vocab_size"])
         parent_params = int(ctx.parent.get("params") or count_params(
-            ModelSpec.model_validate(ctx.parent["model"]), vocab))
+            ModelSpec.model_validate(ctx.parent["model"]), vocab, ctx.base))
         limit = int(ctx.budget["param_ratio"] * parent_params)
         if ctx.budget.get("max_params"):
             limit = min(limit, int(ctx.budget["max_params"]))
         seed_plan = ctx.seed_plan
         plan = {
             "schema_version": 1,
-            "model": shrink_to_budget(ctx.parent["model"], limit, vocab),
+            # the seed recipe trains from scratch
+            "model": {**shrink_to_budget(ctx.parent["model"], limit, vocab, ctx.base), "init": "scratch"},
             "data": copy.deepcopy(seed_plan["data"]),
             "hparams": copy.deepcopy(seed_plan["hparams"]),
             "code": seed_plan["code"],
             "rationale": "fixed seed recipe",
         }
+        # the seed's steps at the child's context may exceed the token budget (a checkpoint's
+        # context is not the seed plan's): fewer steps, the same recipe
+        h, per_step = plan["hparams"], plan["hparams"]["batch_size"] * plan["model"]["context"]
+        if ctx.budget.get("max_train_tokens") and h["steps"] * per_step > int(ctx.budget["max_train_tokens"]):
+            h["steps"] = max(1, int(ctx.budget["max_train_tokens"]) // per_step)
+            h["warmup_steps"] = min(h["warmup_steps"], h["steps"])
         text, secs = plan_text(plan), time.perf_counter() - t0
         return [Candidate(index=i, text=text, plan=copy.deepcopy(plan), logprob=0.0,
                           n_tokens=0, seconds=secs) for i in range(k)]

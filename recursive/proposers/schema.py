@@ -90,7 +90,8 @@ def _contexts(parent: dict[str, Any]) -> list[int]:
 
 
 def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.5,
-                  band: tuple[int, int] | None = None, vocab_size: int | None = None) -> dict[str, Any]:
+                  band: tuple[int, int] | None = None, vocab_size: int | None = None,
+                  base: dict[str, Any] | None = None) -> dict[str, Any]:
     # A successor is a step down, not a leap: each of depth, heads, head width and FFN width
     # keeps at least `floor` of the parent's. With floor = min_param_ratio ** (1/3) the
     # product of the three main factors stays near the budget's [min_param_ratio,
@@ -101,6 +102,23 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
     # the FFN width range whose parameter count lands in [lo, hi] (the count is linear in
     # the FFN width; recursive.plan.count_params). Branches with no such width are dropped,
     # so every sample has a legal size and a young proposer cannot miss the budget.
+    # The lineage's family (train/families.py) fixes what it cannot express: no GQA on
+    # GPT-2/GPT-NeoX (num_kv_heads = num_heads), GPT-2's tied head; and `init: prune` is
+    # offered only where the child can be cut from the parent (same head width, no
+    # dimension larger, whole key/value groups) in a family pruning is implemented for.
+    from recursive.train import families
+    fam = families.family(base)
+    ties = [bool(parent["tie_embeddings"])] if fam.fixed_tie else [False, True]
+
+    def init(n_layers: int, h: int, kv: int, hd: int, ffn_hi: int, tie: bool) -> dict[str, Any]:
+        child = {"num_layers": n_layers, "num_heads": h, "num_kv_heads": kv, "head_dim": hd,
+                 "intermediate_size": ffn_hi, "tie_embeddings": tie}
+        ok = fam.prune and families.prune_refusal(child, {**parent, "num_kv_heads": p_kv}) is None
+        return {"enum": ["scratch", "prune"]} if ok else {"const": "scratch"}
+
+    def count(m: dict[str, Any], ffn: int) -> int:
+        return _count(m, vocab_size, ffn, base)
+
     p_layers = min(int(parent["num_layers"]), 48)
     p_heads = min(int(parent["num_heads"]), 64)
     p_kv = max(1, min(int(parent["num_kv_heads"]), p_heads))
@@ -110,14 +128,14 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
     if exact:
         # the band bounds the total, so each dimension may shrink further (a 3-head parent
         # can have a 2-head child) down to the budget's min_param_ratio of the parent's
-        floor = min(floor, max(0.125, float(band[0]) / max(1, _count(parent, vocab_size, int(parent["intermediate_size"])))))
+        floor = min(floor, max(0.125, float(band[0]) / max(1, count(parent, int(parent["intermediate_size"])))))
     head_dims = [d for d in HEAD_DIMS if floor * p_hd <= d <= p_hd] or [min(HEAD_DIMS, key=lambda d: abs(d - p_hd))]
     layers = _spread(range(max(1, math.ceil(floor * p_layers)), p_layers + 1), 8)
     ffn_lo, ffn_hi = max(16, int(floor * p_ffn)), p_ffn
     branches = []
     heads = range(max(1, math.ceil(floor * p_heads)), p_heads + 1)
     for h in (_spread(heads, 8) if exact else heads):
-        kvs = [d for d in range(1, min(h, p_kv) + 1) if h % d == 0]
+        kvs = [d for d in range(1, min(h, p_kv) + 1) if h % d == 0] if fam.gqa else [h]
         if band is None or vocab_size is None:
             branches.append(_obj({
                 "num_layers": _int(min(layers), max(layers)),
@@ -126,14 +144,15 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
                 "head_dim": {"enum": head_dims},
                 "intermediate_size": _int(ffn_lo, ffn_hi),
                 "context": {"enum": contexts},
-                "tie_embeddings": {"type": "boolean"},
+                "tie_embeddings": {"const": ties[0]} if len(ties) == 1 else {"type": "boolean"},
+                "init": {"const": "scratch"},
             }))
             continue
         for kv in kvs:
             for n_layers in layers:
                 for hd in head_dims:
-                    for tie in (False, True):
-                        f_range = _ffn_range(n_layers, h, kv, hd, tie, vocab_size, band)
+                    for tie in ties:
+                        f_range = _ffn_range(n_layers, h, kv, hd, tie, vocab_size, band, base)
                         if f_range is None:
                             continue
                         lo, hi = max(ffn_lo, f_range[0]), min(ffn_hi, f_range[1])
@@ -147,9 +166,10 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
                             "intermediate_size": _int(lo, hi),
                             "context": {"enum": contexts},
                             "tie_embeddings": {"const": tie},
+                            "init": init(n_layers, h, kv, hd, hi, tie),
                         }))
     if not branches:  # no architecture of the trust region fits the budget: the budget's validator says why
-        return _model_schema(parent, contexts, floor)
+        return _model_schema(parent, contexts, floor, base=base)
     return _any(branches)
 
 
@@ -162,7 +182,10 @@ def _spread(values: range, n: int) -> list[int]:
     return sorted({v[round(i * (len(v) - 1) / (n - 1))] for i in range(n)})
 
 
-def _count(m: dict[str, Any], vocab: int, ffn: int) -> int:
+def _count(m: dict[str, Any], vocab: int, ffn: int, base: dict[str, Any] | None = None) -> int:
+    if base is not None:
+        from recursive.train.families import count
+        return count(base, {**m, "intermediate_size": ffn})
     d = int(m["num_heads"]) * int(m["head_dim"])
     kvd = int(m["num_kv_heads"]) * int(m["head_dim"])
     return (int(m["num_layers"]) * (2 * d * d + 2 * d * kvd + 3 * d * ffn + 2 * d)
@@ -170,11 +193,17 @@ def _count(m: dict[str, Any], vocab: int, ffn: int) -> int:
 
 
 def _ffn_range(layers: int, heads: int, kv: int, head_dim: int, tie: bool, vocab: int,
-               band: tuple[int, int]) -> tuple[int, int] | None:
-    """FFN widths whose model has between band[0] and band[1] parameters (count_params)."""
-    d = heads * head_dim
-    fixed = layers * (2 * d * d + 2 * d * kv * head_dim + 2 * d) + vocab * d * (1 if tie else 2) + d
-    per_ffn = 3 * d * layers
+               band: tuple[int, int], base: dict[str, Any] | None = None) -> tuple[int, int] | None:
+    """FFN widths whose model has between band[0] and band[1] parameters (count_params):
+    the count is linear in the FFN width in every family (train/families.coefficients)."""
+    if base is not None:
+        from recursive.train.families import base_key, coefficients
+        a, b, c = coefficients(base_key(base), heads, kv, head_dim, tie)
+        fixed, per_ffn = a + layers * b, layers * c
+    else:
+        d = heads * head_dim
+        fixed = layers * (2 * d * d + 2 * d * kv * head_dim + 2 * d) + vocab * d * (1 if tie else 2) + d
+        per_ffn = 3 * d * layers
     lo = max(0, -(-(band[0] - fixed) // per_ffn))
     hi = (band[1] - fixed) // per_ffn
     return (lo, hi) if hi >= lo else None
@@ -286,7 +315,7 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
     def plan(contexts: list[int], hparams: dict[str, Any]) -> dict[str, Any]:
         return _obj({
             "schema_version": {"const": 1},
-            "model": _model_schema(parent, contexts, floor, band, int(vocab) if vocab else None),
+            "model": _model_schema(parent, contexts, floor, band, int(vocab) if vocab else None, ctx.base),
             "data": _obj({"mixture": mixture}),
             "hparams": hparams,
             "code": text_schema(code_max_chars),

@@ -61,7 +61,13 @@ def test_fixed_fits_the_budget(make_ctx, parent, ratio):
     assert plan.model.num_heads % plan.model.num_kv_heads == 0
     assert plan.model.context == parent["context"]
     seed = ctx.seed_plan
-    assert cands[0].plan["data"] == seed["data"] and cands[0].plan["hparams"] == seed["hparams"]
+    assert cands[0].plan["data"] == seed["data"]
+    # the seed's hyperparameters; its steps cut only where the child's context would overrun the token budget
+    same = {k: v for k, v in seed["hparams"].items() if k not in ("steps", "warmup_steps")}
+    assert {k: cands[0].plan["hparams"][k] for k in same} == same
+    assert plan.train_tokens() <= ctx.budget["max_train_tokens"]
+    if seed["hparams"]["steps"] * seed["hparams"]["batch_size"] * parent["context"] <= ctx.budget["max_train_tokens"]:
+        assert cands[0].plan["hparams"] == seed["hparams"]
     assert plan.code == seed["code"] and plan.rationale == "fixed seed recipe"
 
 
