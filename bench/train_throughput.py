@@ -5,11 +5,17 @@ threads, same optimiser (AdamW, the stage's param groups) and grad clipping. The
 runs `recursive.train.trainer.fit`: mixture sampling from memory-mapped shards, the plan's
 recipe (loss and LR schedule, under the recipe guard), accelerate, the per-step
 signal/NaN check, logging. The bare loop trains on batches already in memory with
-F.cross_entropy and a constant LR. They alternate (stage, bare, stage, bare, ...) so that
-load from other processes hits both alike; each figure is tokens/s after the first step
-of its repeat; the ratio is the median of the per-pair ratios.
+F.cross_entropy and a constant LR.
 
-    python bench/train_throughput.py [--repeats 3] [--steps 30] [--threads 2] [--precision fp32|bf16]
+Both sides are timed alike: a clock read at the end of every step (the stage's through
+`fit(on_step=...)`, after the same work per iteration: optimiser step, loss read-back),
+tokens/s over the same steps, from step index --skip to the last. They run in pairs whose
+order alternates (stage first, then bare first, ...) so that load from other processes and
+any order effect hit both sides alike; the figure is the median of the per-pair ratios, and
+a warning line says when those ratios spread by more than 10% (then the machine's load, not
+the code, decides the figure).
+
+    python bench/train_throughput.py [--repeats 4] [--steps 30] [--skip 2] [--threads 2] [--precision fp32|bf16]
         [--layers 4] [--hidden 256] [--vocab 4096] [--batch 8] [--context 256]
 
 Defaults: the 5.3M-parameter Llama of shared/notes/FACTS.md (4 layers, d=256, vocab 4096),
@@ -31,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=4, help="pairs (stage, bare), order alternating")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--skip", type=int, default=2, help="steps left out of the timing on both sides (warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--layers", type=int, default=4)
@@ -42,6 +49,8 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--work-dir", default=None)
     args = ap.parse_args()
+    if not 0 <= args.skip < args.steps - 1:
+        ap.error(f"--skip must be in [0, --steps - 1), got {args.skip}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import torch
@@ -81,9 +90,16 @@ def main() -> None:
     accelerator, layout = make_accelerator(spec, batch_size=args.batch, grad_clip=plan.hparams.grad_clip)
     h = plan.hparams
 
+    def window(clock: list[float]) -> float:
+        """tokens/s from the end of step index `skip` - 1 (clock[skip]: `skip` steps done; the
+        first entry is the start) to the end of the last step"""
+        return (args.steps - args.skip) * args.batch * args.context / (clock[-1] - clock[args.skip])
+
     def stage() -> float:
-        _, m, _ = fit(plan, spec, accelerator, layout, verbose=False)
-        return m["tokens_per_s_steady"]
+        clock = [time.perf_counter()]
+        fit(plan, spec, accelerator, layout, verbose=False, on_step=lambda done: clock.append(time.perf_counter()))
+        assert len(clock) == args.steps + 1
+        return window(clock)
 
     def bare() -> float:
         torch.set_num_threads(args.threads)
@@ -92,8 +108,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
         data = [torch.randint(0, len(tok), (args.batch, args.context + 1), generator=g) for _ in range(args.steps)]
         model.train()
-        t_first = None
-        for step, batch in enumerate(data):
+        clock = [time.perf_counter()]
+        for batch in data:
             x, y = batch[:, :-1], batch[:, 1:]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
                 logits = model(input_ids=x).logits
@@ -102,26 +118,31 @@ def main() -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), h.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            float(loss.detach())
-            if step == 0:
-                t_first = time.perf_counter()
-        return (args.steps - 1) * args.batch * args.context / (time.perf_counter() - t_first)
+            float(loss.detach())  # the stage reads its loss back every step on CPU too (check_every 1)
+            clock.append(time.perf_counter())
+        return window(clock)
 
     n = sum(p.numel() for p in build_model(plan.model, len(tok), eos_token_id=tok.eos_token_id, seed=0).parameters())
     print(f"model: {n / 1e6:.2f}M params, batch {args.batch}x{args.context}, {args.precision}, "
-          f"{args.threads} threads, {args.steps} steps per repeat", flush=True)
+          f"{args.threads} threads, {args.steps} steps per run, timed from step {args.skip} on both sides",
+          flush=True)
     stage_tps, bare_tps = [], []
     for r in range(args.repeats):
-        s = stage()
-        b = bare()
+        if r % 2 == 0:
+            s, b, order = stage(), bare(), "stage first"
+        else:
+            b, s, order = bare(), stage(), "bare first"
         stage_tps.append(s)
         bare_tps.append(b)
-        print(f"repeat {r}: stage {s:,.0f} tok/s   bare {b:,.0f} tok/s   ratio {s / b:.3f}", flush=True)
+        print(f"pair {r} ({order}): stage {s:,.0f} tok/s   bare {b:,.0f} tok/s   ratio {s / b:.3f}", flush=True)
     ms, mb = statistics.median(stage_tps), statistics.median(bare_tps)
-    # each stage repeat is paired with the bare repeat right after it (same load on a shared
-    # machine): the figure is the median of the per-pair ratios
-    ratio = statistics.median(s / b for s, b in zip(stage_tps, bare_tps))
+    ratios = [s / b for s, b in zip(stage_tps, bare_tps)]
+    ratio = statistics.median(ratios)
+    spread = (max(ratios) - min(ratios)) / ratio
     print(f"median: stage {ms:,.0f} tok/s   bare {mb:,.0f} tok/s   (ratio of medians {ms / mb:.3f})")
+    if spread > 0.10:
+        print(f"warning: the pair ratios spread by {100 * spread:.0f}% (> 10%, {min(ratios):.3f} to "
+              f"{max(ratios):.3f}): the machine's load varied during the run; the ratio is not a measurement")
     print(f"ratio: {ratio:.3f}")
 
 

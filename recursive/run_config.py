@@ -102,7 +102,17 @@ class TrainConfig:
     grad_accum: int = 1
     """Micro-batches per optimiser step (batch_size % (num_processes * grad_accum) == 0)."""
     compile: bool = False
-    """torch.compile the model (inductor)."""
+    """torch.compile (inductor) the step: in one process the model and the recipe's loss as one
+    graph, under DDP/ZeRO the model and the loss apart; what does not compile runs eagerly,
+    the reason logged and kept in train_metrics.json["compile"] (recursive/train/step.py)."""
+    loss_chunk: int = 0
+    """0: the recipe's loss on the whole (batch, seq, vocab) logits. N > 0: on sequence chunks
+    of N positions, logits recomputed in backward, never held for the whole batch; equal to
+    the whole-sequence loss only for a loss that is a mean over non-ignored tokens (the seed's is)."""
+    ddp_static_graph: bool = False
+    """DDP's static_graph (the step's autograd graph is the same every iteration)."""
+    ddp_bucket_cap_mb: Optional[int] = None
+    """DDP's gradient bucket size in MB; null: torch's 25."""
     checkpoint_every: int = 0
     """Steps between checkpoints; 0: only at preemption. Resume is automatic."""
     keep_checkpoints: int = 2
@@ -110,7 +120,7 @@ class TrainConfig:
 
 
 SPEC_KEYS = ("strategy", "num_processes", "threads", "precision", "log_every", "grad_accum", "compile",
-             "checkpoint_every", "keep_checkpoints")
+             "loss_chunk", "ddp_static_graph", "ddp_bucket_cap_mb", "checkpoint_every", "keep_checkpoints")
 """TrainConfig fields copied into every train_spec.json."""
 
 
@@ -200,7 +210,8 @@ class RunConfig:
     lineage: LineageConfig = field(default_factory=LineageConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     model: Dict[str, Any] = field(default_factory=dict)
-    """Generation 0's architecture: a Plan `model` section (recursive/plan.py ModelSpec)."""
+    """Generation 0's architecture: a Plan `model` section (recursive/plan.py ModelSpec), or
+    with model=pretrained {name_or_path, context, revision}: a checkpoint (recursive/pretrained.py)."""
     hparams: Dict[str, Any] = field(default_factory=dict)
     """The seed plan's hyperparameters: a Plan `hparams` section (recursive/plan.py HParams)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -261,9 +272,11 @@ def seed_plan(cfg: "RunConfig | dict[str, Any]"):
     from pathlib import Path
 
     from recursive.plan import Plan
+    from recursive import pretrained
     c = typed(cfg)
+    model = pretrained.model_section(c.model) if pretrained.is_pretrained(c.model) else c.model
     return Plan.model_validate({
-        "model": c.model, "hparams": c.hparams, "data": {"mixture": c.data.seed_mixture},
+        "model": model, "hparams": c.hparams, "data": {"mixture": c.data.seed_mixture},
         "code": (Path(__file__).parent / c.seed_plan.code).read_text(), "rationale": c.seed_plan.rationale})
 
 
@@ -278,6 +291,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "data.vocab_size": (260, 1_000_000), "data.max_chars_per_source": (1, None), "data.eval_fraction": (0, 0.5),
     "train.num_processes": (1, 65_536), "train.threads": (1, 1024), "train.log_every": (1, None),
     "train.grad_accum": (1, 4096), "train.checkpoint_every": (0, None), "train.keep_checkpoints": (1, None),
+    "train.loss_chunk": (0, 1_000_000), "train.ddp_bucket_cap_mb": (1, 100_000),
     "proposer.candidates": (1, 1024), "proposer.screen_steps": (0, 1_000_000), "proposer.prompt_chars": (1, 1_000_000),
     "proposer.temperature": (0, 10), "proposer.max_new_tokens": (1, 1_000_000),
     "proposer.code_max_chars": (0, 20_000), "proposer.rationale_max_chars": (0, 2_000),
@@ -346,8 +360,13 @@ def check(c: RunConfig) -> list[str]:
     # any data is prepared, not as a pydantic traceback later
     from pydantic import ValidationError
 
+    from recursive import pretrained
     from recursive.plan import HParams, ModelSpec
-    for key, schema in (("model", ModelSpec), ("hparams", HParams)):
+    sections = (("model", ModelSpec), ("hparams", HParams))
+    if pretrained.is_pretrained(c.model):  # model=pretrained: the architecture is the checkpoint's
+        out += pretrained.section_problems(c.model)
+        sections = sections[1:]
+    for key, schema in sections:
         try:
             schema.model_validate(getattr(c, key))
         except ValidationError as e:
@@ -362,9 +381,20 @@ def seed_plan_problems(c: RunConfig) -> list[str]:
     file composes on its own (hparams=smoke beside the toy budget) even where it cannot run."""
     from pydantic import ValidationError
 
+    from recursive import pretrained
     from recursive.validate import Limits, check_candidate
     limits = Limits.from_config(c, c.data.vocab_size, None)
     limits.smoke_test = False
+    if pretrained.is_pretrained(c.model):
+        # generation 0 is the checkpoint, not a plan to train: the budget does not judge its
+        # size (its children answer to it); a checkpoint that cannot start a lineage stops here
+        try:
+            limits.base = pretrained.base_config(c.model)
+        except ConfigError as e:
+            return [str(e)]
+        from recursive.validate import for_checkpoint
+        limits = for_checkpoint(limits)
+        limits.vocab_size = int(limits.base["vocab_size"])
     try:
         seed = seed_plan(c).model_dump(mode="json")
     except (OSError, ValidationError) as e:

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DeepSpeedPlugin, DistributedType, InitProcessGroupKwargs
+from accelerate.utils import DeepSpeedPlugin, DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 
 from recursive.train.protocol import STRATEGIES  # noqa: F401  (one list: the config check reads it too)
 
@@ -58,13 +58,15 @@ def strategy_of(spec: dict) -> str:
 
 
 def deepspeed_config(stage: int, *, micro_batch: int, grad_accum: int, world_size: int, grad_clip: float,
-                     bf16: bool) -> dict:
+                     bf16: bool, overlap_comm: bool = False) -> dict:
+    """overlap_comm: reduce gradients on a side stream while backward goes on (GPU; on CPU
+    there are no streams to overlap on)."""
     return {
         "train_micro_batch_size_per_gpu": micro_batch,
         "gradient_accumulation_steps": grad_accum,
         "train_batch_size": micro_batch * grad_accum * world_size,
         "gradient_clipping": float(grad_clip),
-        "zero_optimization": {"stage": stage, "overlap_comm": False, "contiguous_gradients": True,
+        "zero_optimization": {"stage": stage, "overlap_comm": bool(overlap_comm), "contiguous_gradients": True,
                               # ZeRO-3: gather the full 16-bit (here: training dtype) weights at save
                               "stage3_gather_16bit_weights_on_model_save": True},
         "bf16": {"enabled": bool(bf16)},
@@ -105,14 +107,21 @@ def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[
         raise StageConfigError(f"batch_size {batch_size} is not a multiple of world_size {world} x "
                                f"grad_accum {grad_accum}")
     micro = batch_size // (world * grad_accum)
+    for key in ("loss_chunk", "ddp_bucket_cap_mb"):
+        v = spec.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "loss_chunk" else 1)):
+            raise StageConfigError(f"train.{key} must be an integer >= {0 if key == 'loss_chunk' else 1}, got {v!r}")
     bf16 = spec.get("precision") == "bf16"
     cpu = not torch.cuda.is_available()
     # cpu=True would silently turn the DeepSpeed plugin off (accelerate/state.py): under
-    # DeepSpeed, accelerate picks the CPU by itself when there is no GPU
+    # DeepSpeed, accelerate picks the CPU by itself when there is no GPU. No dynamo backend:
+    # train/step.py compiles (the model with the loss where it can, with a fallback)
     kwargs: dict = {"cpu": cpu and not strategy.startswith("zero"), "mixed_precision": "bf16" if bf16 else "no",
-                    "gradient_accumulation_steps": grad_accum,
-                    "dynamo_backend": "inductor" if spec.get("compile") else "no"}
-    handlers = []
+                    "gradient_accumulation_steps": grad_accum, "dynamo_backend": "no"}
+    # DDP: static_graph skips the per-iteration graph bookkeeping (the step's graph is the same
+    # every iteration); bucket_cap_mb trades overlap against all-reduce count (torch: 25)
+    handlers: list = [DistributedDataParallelKwargs(static_graph=bool(spec.get("ddp_static_graph")),
+                                                    bucket_cap_mb=spec.get("ddp_bucket_cap_mb") or 25)]
     if strategy.startswith("zero") or (world > 1 and cpu):
         handlers.append(InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(minutes=30)))
     if strategy.startswith("zero"):
@@ -120,7 +129,8 @@ def make_accelerator(spec: dict, *, batch_size: int, grad_clip: float) -> tuple[
             _skip_deepspeed_shm_comm()
         stage = int(strategy[-1])
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(
-            stage, micro_batch=micro, grad_accum=grad_accum, world_size=world, grad_clip=grad_clip, bf16=bf16))
+            stage, micro_batch=micro, grad_accum=grad_accum, world_size=world, grad_clip=grad_clip, bf16=bf16,
+            overlap_comm=not cpu))
     accelerator = Accelerator(kwargs_handlers=handlers, **kwargs)
     if strategy.startswith("zero") and accelerator.distributed_type != DistributedType.DEEPSPEED:
         raise StageConfigError(f"strategy {strategy} asked for DeepSpeed but accelerate runs "

@@ -48,6 +48,8 @@ class TrainSpec:
     shards: dict[str, str]               # source -> pre-tokenised shard path
     mixture: dict[str, float]            # source -> normalised weight (the plan's, over existing shards)
     teacher: str | None = None           # the parent model when the plan distils from it
+    parent: str | None = None            # the parent model (model.init=prune cuts the child from it)
+    base_config: dict | None = None      # the lineage's family: generation 0's config.json (None: built-in Llama)
     dropped_sources: list[str] = field(default_factory=list)  # plan sources without a shard (reported)
     strategy: str = "single"
     num_processes: int | None = None     # None: not checked against the launcher's world size
@@ -55,7 +57,10 @@ class TrainSpec:
     precision: str = "fp32"
     log_every: int = 20
     grad_accum: int = 1
-    compile: bool = False
+    compile: bool = False                # train/step.py: the model with the recipe's loss, fallback to eager
+    loss_chunk: int = 0                  # 0: whole logits; N: the loss over sequence chunks of N positions
+    ddp_static_graph: bool = False       # DDP's static_graph
+    ddp_bucket_cap_mb: int | None = None # DDP's bucket size (None: torch's 25 MB)
     checkpoint_every: int = 0            # 0: only at preemption
     keep_checkpoints: int = 2
     checkpoint_dir: str | None = None    # None: DIR/checkpoints
@@ -98,6 +103,8 @@ class ScreenSpec:
     screen_sources: list[str]
     context: int
     teacher: str | None = None
+    parent: str | None = None
+    base_config: dict | None = None
     windows_per_source: int = 16
     threads: int = 1
     precision: str = "fp32"

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from accelerate import Accelerator
@@ -34,8 +35,9 @@ from recursive.recipe import load_recipe
 from recursive.train import checkpoint
 from recursive.train.protocol import CHECKPOINTS, MODEL, PLAN, TRAIN_LOCK, TRAIN_METRICS, TRAIN_PROBE, TRAIN_REQUEUE, TrainSpec
 from recursive.train.distributed import StageConfigError, make_accelerator
-from recursive.train.modeling import build_model
+from recursive.train.modeling import make_child
 from recursive.train.perf import flops_per_token, mfu, peak_flops
+from recursive.train.step import BadLoss, TrainStep, to_device
 
 _TRAIN_LOCK = None  # rank 0's flock on ATTEMPT_DIR/train.lock, held for the life of the process
 
@@ -110,12 +112,14 @@ def _progress(spec: dict, accelerator: Accelerator, total: int, start: int, verb
 
 
 def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps: int | None = None,
-        verbose: bool = True, ckpt: dict | None = None) -> tuple[torch.nn.Module, dict, MixtureSampler]:
+        verbose: bool = True, ckpt: dict | None = None,
+        on_step: Callable[[int], None] | None = None) -> tuple[torch.nn.Module, dict, MixtureSampler]:
     """Train `plan` for its steps (or a miniature of it: `steps` steps with the warmup
     scaled alike). Returns the prepared model, the training metrics and the sampler.
 
     ckpt: {"root", "every", "keep", "fingerprint", "resume"} enables step checkpoints,
-    resume and preemption; None (screening) disables them."""
+    resume and preemption; None (screening) disables them. on_step(steps_done) is called
+    after every step (bench/train_throughput.py times steps with it)."""
     if not sandbox.installed():
         # defence in depth behind the static policy: while recipe code runs (loading the module,
         # each lr_lambda/loss call) no file I/O outside Python's own installation, no processes,
@@ -133,9 +137,15 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     micro = h.batch_size // (world * grad_accum)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     tok = AutoTokenizer.from_pretrained(spec["tokenizer"])
-    model = build_model(plan.model, len(tok), eos_token_id=tok.eos_token_id, seed=h.seed)
+    def calibration() -> torch.Tensor:  # model.init=prune: a batch of the plan's own mixture, the same on every rank
+        cal = MixtureSampler({k: Path(v) for k, v in spec["shards"].items()}, spec["mixture"], plan.model.context,
+                             min(16, h.batch_size), h.seed, 0, 1)
+        return cal.batch(0)[:, :-1]
+
+    model, init_info = make_child(plan.model, spec, tok, seed=h.seed, calibration=calibration)
+    vocab = model.config.vocab_size  # the lineage's embedding rows (a checkpoint's may exceed len(tok))
     n_params = sum(p.numel() for p in model.parameters())
-    fpt = flops_per_token(n_params, vocab_size=len(tok), hidden=plan.model.hidden_size,
+    fpt = flops_per_token(n_params, vocab_size=vocab, hidden=plan.model.hidden_size,
                           num_layers=plan.model.num_layers, context=plan.model.context,
                           attn_width=plan.model.hidden_size, tied=plan.model.tie_embeddings)
     peak = peak_flops(accelerator.device, spec.get("precision", "fp32"))
@@ -143,8 +153,8 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     if h.distill_weight > 0 and spec.get("teacher"):
         # same tokenizer for the whole lineage: the teacher's logits index the same vocabulary
         teacher = AutoModelForCausalLM.from_pretrained(spec["teacher"]).eval().requires_grad_(False)
-        if teacher.config.vocab_size != len(tok):
-            raise StageConfigError(f"teacher vocabulary {teacher.config.vocab_size} != tokenizer {len(tok)}")
+        if teacher.config.vocab_size != vocab:
+            raise StageConfigError(f"teacher vocabulary {teacher.config.vocab_size} != the child's {vocab}")
         teacher = teacher.to(accelerator.device)
     optimizer = _optimizer(plan, model)
 
@@ -166,6 +176,11 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
                              accelerator.process_index, accelerator.num_processes)
     hp = {"distill_weight": h.distill_weight, "distill_temperature": h.distill_temperature}
     log_every = int(spec.get("log_every", 20))
+    # forward + loss of a micro-batch, compiled where torch.compile allows (train/step.py)
+    train_step = TrainStep(model, accelerator.unwrap_model(model), recipe, hp, teacher=teacher,
+                           loss_chunk=int(spec.get("loss_chunk") or 0), compile=bool(spec.get("compile")),
+                           fuse=accelerator.distributed_type == DistributedType.NO, deepspeed=deepspeed,
+                           zero3=deepspeed and layout["strategy"] == "zero3")
 
     start, tokens_seen, seconds_before, curve = 0, 0, 0.0, []
     if ckpt is not None:
@@ -185,6 +200,9 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
                                ckpt["keep"])
 
     bar = _progress(spec, accelerator, total, start, verbose)
+    cuda = accelerator.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(accelerator.device)
     t0 = time.perf_counter()
     t_first = None  # end of this segment's first step: steady-state throughput excludes compile/warmup
     tokens_at_first = tokens_seen
@@ -224,19 +242,19 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
                                  f"past budget.wall_clock_s={wall_clock:g}, at step {step} of {total}; "
                                  f"checkpoint {path}")
             raise Preempted(step, _SIGNAL["num"] or 0, path)
-        rows = sampler.batch(step)
+        # nothing in a step reads a device value on the host: the loss, the non-finite flag
+        # and the grad norm stay on the device until a check or a log row reads them
+        rows = to_device(sampler.batch(step), accelerator.device)
         loss_sum = None
         for chunk in rows.split(micro):
-            chunk = chunk.to(accelerator.device, non_blocking=True)
             x, y = chunk[:, :-1], chunk[:, 1:]
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = model(input_ids=x).logits
-                    with torch.no_grad():
-                        t_logits = teacher(input_ids=x).logits if teacher is not None else None
-                    loss = recipe.loss(logits, y, t_logits, hp)
-                if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.is_floating_point()):
-                    raise RecipeError(f"recipe loss() returned {loss!r} at step {step}, expected a finite scalar")
+                    try:
+                        loss = train_step(x, y)
+                    except BadLoss as e:
+                        raise RecipeError(f"recipe loss() returned {e} at step {step}, "
+                                          "expected a finite scalar") from None
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if deepspeed:  # clipping is in the DeepSpeed config; the engine reports the norm
@@ -252,7 +270,11 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
         tokens_seen += (rows.shape[1] - 1) * h.batch_size
         step += 1
         if t_first is None:
+            if cuda:  # the first step's queued work belongs to the warm-up, not the steady window
+                torch.cuda.synchronize(accelerator.device)
             t_first, tokens_at_first = time.perf_counter(), tokens_seen
+        if on_step is not None:
+            on_step(step)
         if bar is not None:
             bar.update(1)
         if (step - 1) % log_every == 0 or step == total:
@@ -271,6 +293,8 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
                 save_ckpt(step)
     if bar is not None:
         bar.close()
+    if cuda:
+        torch.cuda.synchronize(accelerator.device)
     seconds = time.perf_counter() - t0
     if ckpt is not None and ckpt["every"] > 0:
         save_ckpt(total)  # at the end, like every N steps
@@ -283,10 +307,13 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     metrics = {"steps": total, "tokens": tokens_seen, "seconds": seconds_before + seconds,
                "tokens_per_s": tps, "tokens_per_s_steady": steady,
                "mfu": mfu(steady or tps, fpt, peak, world), "flops_per_token": fpt,
-               "final_loss": curve[-1]["loss"], "params": n_params, "world_size": world,
+               "final_loss": curve[-1]["loss"], "params": n_params, "init": init_info, "world_size": world,
                "strategy": layout["strategy"], "grad_accum": grad_accum, "micro_batch": micro,
                "resumed_from_step": start or None, "device": str(accelerator.device),
-               "distributed_type": str(accelerator.distributed_type), "curve": curve}
+               "distributed_type": str(accelerator.distributed_type),
+               "peak_memory_bytes": torch.cuda.max_memory_allocated(accelerator.device) if cuda else None,
+               "compile": {"mode": train_step.mode, "fallbacks": train_step.fallbacks, "loss_chunk": train_step.chunk},
+               "curve": curve}
     return model, metrics, sampler
 
 

@@ -35,10 +35,14 @@ class SelfConfig(ProposerConfig):
 
     temperature: float = 0.7
     """Sampling temperature; below 1 a young proposer imitates the record more than it explores."""
-    max_new_tokens: int = 900
-    """Tokens decoded per candidate."""
-    code_max_chars: int = 64
-    """Schema bound of the plan's code string (an inherited recipe needs none)."""
+    max_new_tokens: int = 2000
+    """Tokens decoded per candidate (a whole recipe module is most of them)."""
+    code_max_chars: int = 1300
+    """Length bound of the plan's code: the recipe grammar offers a whole module (at most
+    grammar.module_max_chars(), 1240) and an edit of the parent's recipe where they fit."""
+    code_grammar: bool = True
+    """Decode `code` under the recipe grammar (recursive/proposers/grammar.py), so it always
+    passes the policy; false: a short string, which the loop replaces by the parent's recipe."""
     rationale_max_chars: int = 48
     """Schema bound of the plan's rationale string."""
 

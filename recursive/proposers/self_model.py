@@ -1,7 +1,9 @@
 """The parent model proposes its successor's plan: the point of the project.
 
 Decoding is constrained by xgrammar to `proposal_schema(ctx)`, so every finished sample
-is JSON in the plan space (shared/notes/FACTS.md, "Constrained decoding"). The k samples
+is JSON in the plan space (shared/notes/FACTS.md, "Constrained decoding"); with
+code_grammar the plan's `code` is decoded under the recipe grammar (grammar.py), so it is
+a recipe the policy accepts, written or edited by the model. The k samples
 share one prompt: the prompt is run once, its KV cache repeated k times, and the k rows
 decode together one token per step; a row that finishes is dropped from the batch.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from .base import SEPARATORS, Candidate, ProposalContext
+from .grammar import plan_ebnf
 from .prompt import build_prompt
 from .schema import proposal_schema
 
@@ -44,7 +47,11 @@ class SelfProposer:
     sorted with sort_keys=True; `base.plan_text` renders stored plans the same way.
     temperature <= 0 means greedy; top_k=0 disables top-k. `unconstrained=True` runs the
     same loop without the grammar mask (for bench/propose_bench.py). `num_threads`, if
-    set, applies only while proposing; max_batch bounds the rows decoded together."""
+    set, applies only while proposing; max_batch bounds the rows decoded together.
+    code_grammar=True decodes the plan's `code` under the recipe grammar (grammar.py: a
+    whole module or an edit of the parent's recipe, each where it fits code_max_chars);
+    False, or neither fitting, leaves `code` a short string the loop replaces by the
+    parent's recipe."""
 
     name = "self"
 
@@ -52,7 +59,7 @@ class SelfProposer:
                  max_new_tokens: int = 512, prompt_chars: int = 1500, code_max_chars: int = 200,
                  rationale_max_chars: int = 120, unconstrained: bool = False,
                  sort_keys: bool = False, max_batch: int = 16,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, code_grammar: bool = False) -> None:
         import xgrammar as xgr
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,6 +67,7 @@ class SelfProposer:
         self.prompt_chars, self.code_max_chars = prompt_chars, code_max_chars
         self.rationale_max_chars, self.unconstrained = rationale_max_chars, unconstrained
         self.sort_keys, self.max_batch, self.num_threads = sort_keys, max(1, max_batch), num_threads
+        self.code_grammar = code_grammar
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(model_path).eval()
         # transformers 5.2x renamed past_key_values to cache (the old name warns); 4.x has
@@ -78,18 +86,40 @@ class SelfProposer:
         """k candidate plans for ctx; same ctx and seed -> same candidates."""
         schema = proposal_schema(ctx, code_max_chars=self.code_max_chars,
                                  rationale_max_chars=self.rationale_max_chars, sort_keys=self.sort_keys)
-        return self.sample(build_prompt(ctx, self.prompt_chars), schema, k, seed)
+        grammar = None
+        if self.code_grammar and not self.unconstrained:
+            grammar = plan_ebnf(schema, ctx.parent_plan.get("code"), self.code_max_chars, SEPARATORS)
+        return self.sample(self.chat(build_prompt(ctx, self.prompt_chars)), schema, k, seed, grammar=grammar)
 
-    def sample(self, prompt: str, schema: dict[str, Any] | None, k: int, seed: int) -> list[Candidate]:
-        """k continuations of `prompt`, constrained to `schema` (None or unconstrained=True:
-        free text up to EOS). Batches of at most max_batch rows; one torch.Generator seeded
-        by `seed` drives every draw, so the output depends only on (prompt, schema, k, seed)."""
+    def chat(self, prompt: str) -> str:
+        """A checkpoint with a chat template (model=pretrained, an instruct model) is asked
+        as a user turn, with its generation prompt; others get the plain prompt."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def sample(self, prompt: str, schema: dict[str, Any] | None, k: int, seed: int,
+               grammar: str | None = None) -> list[Candidate]:
+        """k continuations of `prompt`, constrained to the EBNF `grammar` if given, else to
+        `schema` (None or unconstrained=True: free text up to EOS). Batches of at most
+        max_batch rows; one torch.Generator seeded by `seed` drives every draw, so the output
+        depends only on (prompt, schema or grammar, k, seed)."""
         compiled = None
-        if schema is not None and not self.unconstrained:
+        if grammar is not None and not self.unconstrained:
+            compiled = self._compiler.compile_grammar(grammar)
+        elif schema is not None and not self.unconstrained:
             compiled = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False,
                                                           separators=SEPARATORS)
         gen = torch.Generator().manual_seed(int(seed))
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids  # BOS if the tokenizer adds one
+        # BOS if the tokenizer adds one; a chat-templated prompt carries its own special tokens
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated).input_ids
+        # learned absolute positions (GPT-2's n_positions) are a hard limit: the prompt keeps
+        # its end (the request) so that prompt + plan fit; rotary families have no such limit
+        limit = getattr(self.model.config, "n_positions", None) if self.model.config.model_type == "gpt2" else None
+        if limit:
+            ids = ids[:, -max(64, limit - self.max_new_tokens):]  # the plan's room comes first
         out: list[Candidate] = []
         with _threads(self.num_threads), torch.inference_mode():
             for start in range(0, k, self.max_batch):
@@ -112,7 +142,9 @@ class SelfProposer:
         logprob = [0.0] * n
         finished = [False] * n
         rows = list(range(n))  # candidate index of each row still in the batch
-        for step in range(self.max_new_tokens):
+        limit = getattr(self.model.config, "n_positions", None) if self.model.config.model_type == "gpt2" else None
+        max_new = min(self.max_new_tokens, limit - ids.shape[1]) if limit else self.max_new_tokens
+        for step in range(max_new):
             if matchers:
                 for r, i in enumerate(rows):
                     matchers[i].fill_next_token_bitmask(mask, r)
@@ -142,7 +174,7 @@ class SelfProposer:
                 finished[i] = done
                 if not done:
                     keep.append(r)
-            if not keep or step == self.max_new_tokens - 1:
+            if not keep or step == max_new - 1:
                 break
             if len(keep) < len(rows):
                 past.batch_select_indices(torch.tensor(keep))

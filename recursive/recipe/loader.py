@@ -7,6 +7,7 @@ loop that overruns `call_seconds`, reaches the trainer as `RecipeRuntimeError`.
 from __future__ import annotations
 
 import builtins
+import itertools
 import sys
 import time
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class Recipe:
     lr_lambda: Callable[[int, int, int], float]
     loss: Callable
     source: str
+    module: ModuleType | None = None
+    """The executed module, its functions without the guard: only for torch.compile(fullgraph=True),
+    whose graph runs none of the recipe's Python (recursive/train/step.py says why). Its name is
+    unique in the process, since dynamo finds an inlined function's globals by module name."""
 
 
 def _guarded_call(fn: Callable, name: str, call_seconds: float) -> Callable:
@@ -87,6 +92,9 @@ def _guarded_call(fn: Callable, name: str, call_seconds: float) -> Callable:
     return wrapped
 
 
+_LOADED = itertools.count()
+
+
 def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
     """Policy-check, then execute the module with reduced builtins. Raises ValueError.
     The returned functions raise RecipeRuntimeError (a ValueError) for anything the recipe does
@@ -101,7 +109,7 @@ def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
     safe = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
     safe["__import__"] = _guarded_import
     safe["range"] = _bounded_range
-    module = ModuleType("recipe")
+    module = ModuleType(f"recipe_{next(_LOADED)}")
     module.__dict__["__builtins__"] = safe
     try:
         code = compile(source, "<recipe>", "exec")
@@ -109,4 +117,4 @@ def load_recipe(source: str, *, call_seconds: float = 60.0) -> Recipe:
     except RecipeRuntimeError as e:
         raise ValueError(f"recipe module failed to load: {e}") from None
     return Recipe(lr_lambda=_guarded_call(module.lr_lambda, "lr_lambda", call_seconds),
-                  loss=_guarded_call(module.loss, "loss", call_seconds), source=source)
+                  loss=_guarded_call(module.loss, "loss", call_seconds), source=source, module=module)
