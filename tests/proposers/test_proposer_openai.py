@@ -315,7 +315,7 @@ def test_run_proposal_records_usage(server, ctx, valid_plan, limits, tmp_path, m
     plan, summary = run_proposal(cfg, ctx, tmp_path / "unused_model", limits, seed=5, attempt=at)
     atomic_write_json(tmp_path / "proposal.json", summary)  # what the loop writes
     stored = read_json(tmp_path / "proposal.json")
-    assert plan is not None and plan.model.model_dump() == valid_plan["model"]
+    assert plan is not None and plan.model.model_dump() == {"init": "scratch", **valid_plan["model"]}  # init defaults to scratch
     assert stored["proposer"] == "openai" and stored["k"] == 3 and stored["selected"] == 1
     assert stored["usage"]["requests"] == 3 and stored["usage"]["prompt_tokens"] == 100 + 500 + 500
     assert stored["usage"]["completion_tokens"] == 403 and stored["usage"]["cost_usd"] == pytest.approx(2.2)
