@@ -23,6 +23,8 @@ is replaced by the parent's recipe, and the attempt's `code_origin` says so.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,11 +47,13 @@ def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_p
     `parent` proposes; `parent_plan` is the plan it was trained from; `base` the lineage's
     family config (model=pretrained) and `vocab_size` its embedding rows (default: data.vocab_size)."""
     from recursive.proposers.base import ProposalContext
+    from recursive.proposers.prompt import BEST_OUTCOME
     run_dir = Path(cfg.run_dir)
+    records = lineage.attempts(run_dir)
     memory = [{"generation": e.generation, "attempt": e.attempt, "status": e.status,
                "plan": _plan_summary(run_dir, e), "gate_reasons": e.gate.get("reasons", []),
-               "metrics": _metric_summary(e.metrics)}
-              for e in lineage.attempts(run_dir) if e.plan_path]
+               "metrics": _metric_summary(e.metrics), "outcome": outcome_of(e, records)}
+              for e in records if e.plan_path]
     feedback: list[str] = []
     if a > 1:
         prev = lineage.find(run_dir, g, a - 1)
@@ -67,7 +71,24 @@ def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_p
                 "vocab_size": vocab_size or cfg.data.vocab_size, "wall_clock_s": b.wall_clock_s,
                 "trust_region": None if b.trust_region is None else asdict(b.trust_region),
                 "batch_multiple": batch_multiple(cfg.train.num_processes, cfg.train.grad_accum)},
-        memory=memory, feedback=feedback, recipe_api=RECIPE_API, base=base)
+        memory=memory, feedback=feedback, recipe_api=RECIPE_API, base=base,
+        outcome_request=BEST_OUTCOME if cfg.proposer.outcome_conditioning else None,
+        memory_order=cfg.proposer.memory_order)
+
+
+def heldout(metrics: dict) -> float | None:
+    """The promoted-model score outcomes are binned on: mean held-out loss, if finite."""
+    v = (metrics.get("heldout_loss") or {}).get("mean")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def outcome_of(e: AttemptRecord, records: list[AttemptRecord]) -> str:
+    """`prompt.outcome_label` of a decided attempt: its verdict, and for a promoted child
+    the held-out gain over its parent (the promoted model of the generation before)."""
+    from recursive.proposers.prompt import outcome_label
+    parent = next((r for r in records if r.generation == e.generation - 1 and r.status == "promoted"), None)
+    return outcome_label(e.status, heldout(e.metrics), None if parent is None else heldout(parent.metrics),
+                         [] if e.status == "promoted" else e.reasons)
 
 
 def _plan_summary(run_dir: Path, e: AttemptRecord) -> dict:

@@ -295,6 +295,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "proposer.candidates": (1, 1024), "proposer.screen_steps": (0, 1_000_000), "proposer.prompt_chars": (1, 1_000_000),
     "proposer.temperature": (0, 10), "proposer.max_new_tokens": (1, 1_000_000),
     "proposer.code_max_chars": (0, 20_000), "proposer.rationale_max_chars": (0, 2_000),
+    "proposer.record_augment": (0, 10_000),
     "evaluate.eval_windows_per_domain": (1, 1_000_000), "evaluate.canary_candidates": (1, 10_000_000),
     "evaluate.require_gen0.refusal_margin": (-1, 1), "evaluate.context": (2, 1_000_000),
     "evaluate.arithmetic_problems": (0, None), "evaluate.refusal_items": (0, None),
@@ -305,6 +306,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 OPEN_LOW = {"budget.param_ratio", "budget.min_param_ratio", "budget.wall_clock_s", "data.eval_fraction"}
 CHOICES = {"train.strategy": "STRATEGIES", "train.precision": "PRECISIONS", "logger.name": ("wandb", "none"),
            "evaluate.require_gen0.action": ("stop", "warn"),
+           "proposer.memory_order": ("worst_to_best", "chronological"),
            "logger.mode": ("offline", "online", "disabled")}
 
 

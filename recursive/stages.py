@@ -68,8 +68,12 @@ def training_data(rd: RunDir, plan: Plan, data_dir: Path) -> tuple[dict, dict, l
         from recursive.data.research import research_entries
         from recursive.data.tokenizer import load_tokenizer
         path = data_dir / f"{name}.bin"
-        if build_research_shard(research_entries(rd.path, rd.seed_plan()), load_tokenizer(rd.tokenizer), path,
-                                min_tokens=plan.model.context + 1) is not None:
+        pc = rd.cfg.proposer
+        entries = research_entries(rd.path, rd.seed_plan(), screened=pc.record_screened)
+        options = {"outcome_first": pc.outcome_conditioning, "augment": pc.record_augment,
+                   "seed": derive_seed(rd.cfg.lineage.seed, "research", len(entries))}
+        if build_research_shard(entries, load_tokenizer(rd.tokenizer), path, min_tokens=plan.model.context + 1,
+                                record_options=options) is not None:
             shards[name] = str(path)
     dropped = sorted(n for n in mixture if n not in shards)
     total = sum(w for n, w in mixture.items() if n in shards)

@@ -233,18 +233,18 @@ def make_canaries(cfg: dict, seed: int) -> list[dict]:
 
 
 def build_research_shard(entries: list[dict] | None, tokenizer, path: Path, *, min_tokens: int = 0,
-                         max_chars: int | None = None) -> dict | None:
+                         max_chars: int | None = None, record_options: dict | None = None) -> dict | None:
     """Write the research-record shard for one generation and return its meta.
 
     Returns None (and writes nothing) when there are no entries: the caller must then drop
     the research source's weight from the mixture, since an empty shard cannot be sampled.
     `min_tokens` (e.g. context + 1) repeats the record until the shard is that long, so an
     early lineage with one short entry can still be sampled. `max_chars` keeps the latest
-    entries that fit."""
-    docs = format_research_record(entries)
+    entries that fit. `record_options`: format_research_record's (outcome_first, augment, seed)."""
+    docs = format_research_record(entries, **(record_options or {}))
     if max_chars is not None:
         docs = load_documents("research", {"kind": "research_record"}, "train", max_chars=max_chars,
-                              eval_fraction=0.0, record_entries=entries)
+                              eval_fraction=0.0, record_entries=entries, record_options=record_options)
     if not docs:
         return None
     meta = write_shard(docs, tokenizer, path)

@@ -29,7 +29,9 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import os
+import random
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -192,11 +194,27 @@ def arithmetic_eval_items(source: dict, *, seed: int = 0) -> list[dict]:
 
 _RECORD_FIELDS = {"generation": int, "attempt": int, "status": str, "prompt": str, "plan": dict,
                   "gate_reasons": list, "metrics": dict}
+RECORD_STATUSES = ("promoted", "rejected", "failed", "screened")
+TRAJECTORY_HEADER = "PLANS, worst to best:"
+TRAJECTORY_MAX = 4  # plans per augmented trajectory
 
 
-def format_research_record(entries: list[dict] | None) -> list[str]:
-    """One document per record entry: prompt, PLAN_PREFIX, the plan, OUTCOME_PREFIX, the
-    status and gate reasons, then a METRICS line.
+def format_research_record(entries: list[dict] | None, *, outcome_first: bool = False, augment: int = 0,
+                           seed: int = 0) -> list[str]:
+    """One document per record entry, then `augment` trajectory documents.
+
+    outcome_first (`proposer.outcome_conditioning`): the prompt the proposer saw (its own
+    "OUTCOME: <requested>" line dropped), OUTCOME_PREFIX and the entry's outcome (the verdict
+    and binned held-out gain, or "screened r/n, loss X"), PLAN_PREFIX, the plan, then a
+    METRICS line: the outcome conditions the plan, as in decision transformers, so a
+    successor asked for the best outcome writes the plans that had it. Otherwise prompt,
+    PLAN_PREFIX, the plan, OUTCOME_PREFIX, the status and gate reasons, METRICS.
+
+    augment (`proposer.record_augment`, BONET): documents "PLANS, worst to best:" followed by
+    up to TRAJECTORY_MAX outcome/plan pairs drawn (seeded by `seed`) from one pool, the
+    decided attempts or one attempt's screened candidates (scores are only comparable
+    within a pool), and sorted worst to best: promoted above rejected and failed, then
+    lower held-out loss; lower screen loss for screened candidates.
 
     The plan is rendered by `recursive.proposers.base.plan_text`, the exact layout the
     constrained decoder emits (compact, schema key order, no float exponents), so a
@@ -210,14 +228,55 @@ def format_research_record(entries: list[dict] | None) -> list[str]:
         for field, typ in _RECORD_FIELDS.items():
             if not isinstance(e.get(field), typ):
                 raise ValueError(f"research record entry {k}: field {field!r}: expected {typ.__name__}")
-        if e["status"] not in ("promoted", "rejected", "failed"):
+        if e["status"] not in RECORD_STATUSES:
             raise ValueError(f"research record entry {k}: field 'status': got {e['status']!r}")
-        prompt = e["prompt"][: -len(PLAN_PREFIX)] if e["prompt"].endswith(PLAN_PREFIX) else e["prompt"]
-        outcome = " ".join([e["status"], "; ".join(map(str, e["gate_reasons"]))]).rstrip()
-        doc = f"{prompt}{PLAN_PREFIX}{plan_text(e['plan'])}{OUTCOME_PREFIX}{outcome}"
+        if not isinstance(e.get("outcome", ""), str):
+            raise ValueError(f"research record entry {k}: field 'outcome': expected str")
+        prompt = _prompt_body(e["prompt"])
+        if outcome_first:
+            doc = f"{prompt}{OUTCOME_PREFIX}{e.get('outcome') or _verdict(e)}{PLAN_PREFIX}{plan_text(e['plan'])}"
+        else:
+            doc = f"{prompt}{PLAN_PREFIX}{plan_text(e['plan'])}{OUTCOME_PREFIX}{_verdict(e)}"
         if e["metrics"]:
             doc += "\nMETRICS: " + json.dumps(e["metrics"], sort_keys=True, separators=(",", ":"))
         docs.append(doc)
+    return docs + _trajectories(entries or [], augment, seed, plan_text)
+
+
+def _verdict(e: dict) -> str:
+    return " ".join([e["status"], "; ".join(map(str, e["gate_reasons"]))]).rstrip()
+
+
+def _prompt_body(prompt: str) -> str:
+    """A stored prompt less its closing markers: "\nPLAN: " and a requested "\nOUTCOME: ..." line."""
+    body = prompt[: -len(PLAN_PREFIX)] if prompt.endswith(PLAN_PREFIX) else prompt
+    at = body.rfind(OUTCOME_PREFIX)
+    return body[:at] if at >= 0 and "\n" not in body[at + 1:] else body
+
+
+def _record_rank(e: dict) -> tuple:
+    """Worst first: failed/rejected below promoted, then higher loss below lower."""
+    m = e.get("metrics") or {}
+    loss = m.get("screen_loss") if e["status"] == "screened" else m.get("heldout_loss")
+    loss = loss if isinstance(loss, (int, float)) and math.isfinite(loss) else math.inf
+    return (e["status"] in ("promoted", "screened"), -loss)
+
+
+def _trajectories(entries: list[dict], n: int, seed: int, plan_text) -> list[str]:
+    pools: dict[Any, list[dict]] = {}
+    for e in entries:
+        key = ("screened", e["generation"], e["attempt"]) if e["status"] == "screened" else "decided"
+        pools.setdefault(key, []).append(e)
+    pools_list = [pool for _, pool in sorted(pools.items(), key=lambda kv: str(kv[0])) if len(pool) >= 2]
+    if n <= 0 or not pools_list:
+        return []
+    rng = random.Random(f"research-trajectories:{seed}:{len(entries)}")
+    docs = []
+    for _ in range(n):
+        pool = rng.choice(pools_list)
+        picked = sorted(rng.sample(pool, min(TRAJECTORY_MAX, len(pool))), key=_record_rank)
+        docs.append(TRAJECTORY_HEADER + "".join(f"{OUTCOME_PREFIX}{e.get('outcome') or _verdict(e)}"
+                                                f"{PLAN_PREFIX}{plan_text(e['plan'])}" for e in picked))
     return docs
 
 
@@ -247,7 +306,8 @@ def _take(docs: Iterable[str], cap: int, cut_last: bool) -> list[str]:
 
 
 def load_documents(name: str, source: dict, split: str, *, max_chars: int, eval_fraction: float,
-                   seed: int = 0, record_entries: list[dict] | None = None) -> list[str]:
+                   seed: int = 0, record_entries: list[dict] | None = None,
+                   record_options: dict | None = None) -> list[str]:
     """Documents of one split ("train" or "eval") of a registered source, deterministically.
 
     Train is capped at `max_chars` characters, eval at `int(max_chars * eval_fraction)`."""
@@ -273,6 +333,6 @@ def load_documents(name: str, source: dict, split: str, *, max_chars: int, eval_
         if split == "eval":
             return []
         # keep the most recent entries when capped: they carry the current gate's feedback
-        docs = _take(reversed(format_research_record(record_entries)), cap, cut_last=False)
+        docs = _take(reversed(format_research_record(record_entries, **(record_options or {}))), cap, cut_last=False)
         return docs[::-1]
     return _take(_hf_texts(src, split, eval_fraction), cap, cut_last=True)

@@ -42,6 +42,8 @@ class ProposalContext:
     feedback: list[str] = field(default_factory=list)  # gate reasons of the last failed attempt
     recipe_api: str = ""  # one paragraph on the recipe functions
     base: dict[str, Any] | None = None  # the lineage's family config (model=pretrained); None: built-in Llama
+    outcome_request: str | None = None  # "OUTCOME: <this>" before "PLAN: " (prompt.BEST_OUTCOME); None: off
+    memory_order: str = "worst_to_best"  # memory lines worst to best (OPRO) | "chronological"
 
 
 @dataclass

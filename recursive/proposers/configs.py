@@ -27,6 +27,18 @@ class ProposerConfig:
     """With screening: also draw K random plans from the same schema and screen them beside
     the proposer's K (never selected), recording proposer.win_rate_vs_random, the chance
     that a proposed plan beats a random one (0.5: no better). Doubles the screening cost."""
+    outcome_conditioning: bool = True
+    """Outcome before plan: the research record writes each attempt's outcome (gate verdict,
+    held-out gain over the parent in bins) before its plan, and the prompt ends asking for
+    the best bin ("OUTCOME: promoted, gain >=10%"). false: plan then outcome, no request."""
+    record_screened: bool = True
+    """The research record also holds every screened candidate (control ones included)
+    with its screen loss and rank, not only the selected plans."""
+    record_augment: int = 8
+    """BONET-style trajectories added to the record: each a few record plans of one kind
+    re-sampled and sorted worst to best by outcome. 0: none."""
+    memory_order: str = "worst_to_best"
+    """Order of the prompt's memory lines: worst_to_best (OPRO, with scores) | chronological."""
 
 
 @dataclass

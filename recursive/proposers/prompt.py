@@ -2,13 +2,21 @@
 
 Small models have short contexts, so the prompt is compact and fitted to `max_chars`:
 the parent card, budget, data catalogue and recipe API come first, then as much of the
-lineage's memory as fits (the best and the worst earlier outcomes before the rest), then
-always the gate feedback of the last failed attempt, and finally the marker "PLAN: ".
+lineage's memory as fits (the best and the worst earlier outcomes are always kept), then
+always the gate feedback of the last failed attempt, and finally the markers.
 
-The prompt already ends with PLAN_MARKER ("\\nPLAN: "), so a research-record document
-that should teach a successor to continue it is
-    build_prompt(ctx) + base.plan_text(plan) + "\\nOUTCOME: ..."
-(no second marker; plan_text is the decoder's layout).
+Outcome conditioning (decision transformers; BONET, Krishnamoorthy et al. 2022): every
+earlier attempt has an outcome label (`outcome_label`: the gate's verdict and, for a
+promoted child, its held-out-loss gain over its parent in bins), and the research record
+the successor trains on puts that label *before* the plan. With `ctx.outcome_request` set
+(`proposer.outcome_conditioning`), the prompt ends "\\nOUTCOME: <best bin>\\nPLAN: ": it
+asks for a plan of the best outcome. Without it, it ends "\\nPLAN: " as before. Memory
+lines are ordered worst to best with their scores (OPRO, Yang et al. 2023) or oldest
+first (`proposer.memory_order`).
+
+The prompt ends with PLAN_MARKER ("\\nPLAN: "), so a record document is the stored prompt
+with its requested outcome replaced by the real one, then `base.plan_text(plan)`
+(recursive/data/sources.py format_research_record; plan_text is the decoder's layout).
 """
 
 from __future__ import annotations
@@ -19,6 +27,32 @@ from typing import Any
 from .base import ProposalContext
 
 PLAN_MARKER = "\nPLAN: "
+OUTCOME_MARKER = "\nOUTCOME: "
+GAIN_BINS = (0.10, 0.03, 0.0)
+"""Held-out-loss gain of a promoted child over its parent, (parent - child) / parent, in
+bins from the best down; below the last bin a promoted child is "no gain"."""
+BEST_OUTCOME = f"promoted, gain >={GAIN_BINS[0]:.0%}"
+MEMORY_ORDERS = ("worst_to_best", "chronological")
+
+
+def outcome_label(status: str, loss: float | None, parent_loss: float | None, reasons: list | None = None) -> str:
+    """The outcome bin of a decided attempt, as the record and the prompt write it:
+    "promoted, gain >=10%" | "promoted, gain 3-10%" | "promoted, gain 0-3%" |
+    "promoted, no gain" | "promoted" (no losses to compare) | "rejected: <gate reasons>" |
+    "failed: <error>"."""
+    if status != "promoted":
+        why = "; ".join(str(r) for r in (reasons or []))[:160]
+        return f"{status}: {why}" if why else status
+    if loss is None or parent_loss is None or not (math.isfinite(loss) and math.isfinite(parent_loss)) \
+            or parent_loss <= 0:
+        return "promoted"
+    gain = (parent_loss - loss) / parent_loss
+    hi = None
+    for lo in GAIN_BINS:
+        if gain >= lo:
+            return f"promoted, gain >={lo:.0%}" if hi is None else f"promoted, gain {lo * 100:.0f}-{hi:.0%}"
+        hi = lo
+    return "promoted, no gain"
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -69,7 +103,10 @@ def _plan_summary(plan: dict[str, Any]) -> str:
 
 def _memory_line(entry: dict[str, Any], tag: str) -> str:
     loss = _loss(entry.get("metrics") or {})
+    outcome = entry.get("outcome")
     head = f"g{entry.get('generation')}.{entry.get('attempt')} {entry.get('status')}{tag}"
+    if outcome and entry.get("status") == "promoted" and outcome != "promoted":
+        head += outcome[len("promoted"):]  # ", gain 3-10%"
     if loss is not None:
         head += f" loss={_fmt(loss)}"
     reasons = "; ".join(entry.get("gate_reasons") or [])[:160]
@@ -104,16 +141,18 @@ _LEVELS = ((None, None, None), (300, 80, 300), (120, 40, 160), (0, 0, 80), (0, 0
 
 
 def build_prompt(ctx: ProposalContext, max_chars: int = 1500) -> str:
-    """The proposer's prompt for `ctx`, at most `max_chars` long, ending with "PLAN: ".
+    """The proposer's prompt for `ctx`, at most `max_chars` long, ending with "PLAN: "
+    (after "OUTCOME: <requested>" when ctx.outcome_request is set).
 
     Deterministic. The parent's params, every source name, the feedback of the last failed
-    attempt and the marker are always kept; the recipe text, source descriptions, metrics
+    attempt and the markers are always kept; the recipe text, source descriptions, metrics
     and then memory are shortened or dropped to fit (best and worst earlier outcome first,
-    then the most recent others)."""
+    then the most recent others). The memory lines kept are printed worst to best
+    (ctx.memory_order "worst_to_best") or oldest first ("chronological")."""
     feedback = ""
     if ctx.feedback:
         feedback = "\nFEEDBACK (last attempt failed):\n" + "\n".join(f"- {r[:200]}" for r in ctx.feedback)
-    tail = feedback + PLAN_MARKER
+    tail = feedback + (OUTCOME_MARKER + ctx.outcome_request if ctx.outcome_request else "") + PLAN_MARKER
     mem = list(enumerate(ctx.memory))
     ranked = sorted(mem, key=lambda ie: (outcome_score(ie[1]), ie[0]))
     tags: dict[int, str] = {}
@@ -123,7 +162,7 @@ def build_prompt(ctx: ProposalContext, max_chars: int = 1500) -> str:
     lines = {i: _memory_line(e, tags.get(i, "")) for i, e in mem}
     priority = list(tags) + [i for i, _ in reversed(mem) if i not in tags]
     must = sum(len(lines[i]) + 1 for i in tags)
-    header = "\nMEMORY:"
+    header = "\nMEMORY (worst to best):" if ctx.memory_order == "worst_to_best" else "\nMEMORY:"
     for level in _LEVELS:
         core = _core(ctx, *level)
         if len(core) + len(tail) + (len(header) + must if tags else 0) <= max_chars:
@@ -137,7 +176,12 @@ def build_prompt(ctx: ProposalContext, max_chars: int = 1500) -> str:
         if len(lines[i]) <= room:
             chosen.append(i)
             used += len(lines[i]) + 1
-    body = core + (header + "".join("\n" + lines[i] for i in sorted(chosen)) if chosen else "")
+    if ctx.memory_order == "worst_to_best":
+        rank = {i: r for r, (i, _) in enumerate(ranked)}
+        chosen.sort(key=rank.__getitem__)
+    else:
+        chosen.sort()
+    body = core + (header + "".join("\n" + lines[i] for i in chosen) if chosen else "")
     text = body + tail
     if len(text) > max_chars:  # even the shortest core does not fit: cut it, keep the tail
         keep = max(0, max_chars - len(tail) - 4)
