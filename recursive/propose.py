@@ -70,10 +70,18 @@ def make_context(cfg: RunConfig, g: int, a: int, parent: AttemptRecord, parent_p
                 "max_train_tokens": b.max_train_tokens, "min_train_tokens": b.min_train_tokens,
                 "vocab_size": vocab_size or cfg.data.vocab_size, "wall_clock_s": b.wall_clock_s,
                 "trust_region": None if b.trust_region is None else asdict(b.trust_region),
-                "batch_multiple": batch_multiple(cfg.train.num_processes, cfg.train.grad_accum)},
+                "batch_multiple": batch_multiple(cfg.train.num_processes, cfg.train.grad_accum),
+                # budget.equal_compute: this generation's parameter count and tokens (None: off)
+                "equal_compute": _target(cfg, g, vocab_size or cfg.data.vocab_size, base)},
         memory=memory, feedback=feedback, recipe_api=RECIPE_API, base=base,
         outcome_request=BEST_OUTCOME if cfg.proposer.outcome_conditioning else None,
         memory_order=cfg.proposer.memory_order)
+
+
+def _target(cfg: RunConfig, g: int, vocab_size: int, base: dict | None) -> dict | None:
+    from recursive.validate import equal_compute_target
+    t = equal_compute_target(cfg, g, vocab_size, base)
+    return None if t is None else t.as_dict()
 
 
 def heldout(metrics: dict) -> float | None:

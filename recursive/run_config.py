@@ -64,6 +64,11 @@ class BudgetConfig:
     fit is refused before training. null: no cap."""
     trust_region: Optional[TrustRegion] = field(default_factory=TrustRegion)
     """The proposal space around the parent's plan (PBT-style explore); null: the whole budget."""
+    equal_compute: bool = False
+    """Every child of generation g, whoever proposes it, has generation 0's parameter count x
+    (param_ratio x 0.98/1.02)^g (within 2%) and the seed plan's training tokens, so lineages with
+    different proposers differ only in loss (`recursive experiment compare` turns it on;
+    recursive/validate.py ComputeTarget)."""
 
 
 @dataclass
@@ -354,6 +359,13 @@ def check(c: RunConfig) -> list[str]:
          b.min_param_ratio)
     need(b.min_train_tokens <= b.max_train_tokens, "budget.min_train_tokens",
          f"<= budget.max_train_tokens ({b.max_train_tokens})", b.min_train_tokens)
+    if b.equal_compute:
+        # the lowest child/parent ratio two targets allow: a child at the bottom of its band
+        # under a parent at the top of its own
+        from recursive.validate import EQUAL_COMPUTE_TOLERANCE as tol, equal_compute_ratio
+        floor = equal_compute_ratio(b.param_ratio) * (1 - tol) / (1 + tol)
+        need(b.min_param_ratio <= floor, "budget.min_param_ratio",
+             f"<= {floor:.4f} with budget.equal_compute (param_ratio x ((1-{tol})/(1+{tol}))^2)", b.min_param_ratio)
     if hasattr(c.launcher, "problems"):
         out += c.launcher.problems(c)
     if hasattr(c.proposer, "problems"):
@@ -401,8 +413,15 @@ def seed_plan_problems(c: RunConfig) -> list[str]:
         seed = seed_plan(c).model_dump(mode="json")
     except (OSError, ValidationError) as e:
         return [f"config value seed_plan: cannot build the seed plan ({' '.join(str(e).split())[:200]})"]
-    return [f"the seed plan (model, hparams, data.seed_mixture, seed_plan.code) is invalid: {p}"
-            for p in check_candidate(seed, None, limits).problems]
+    out = [f"the seed plan (model, hparams, data.seed_mixture, seed_plan.code) is invalid: {p}"
+           for p in check_candidate(seed, None, limits).problems]
+    if c.budget.equal_compute:  # every child trains the seed plan's tokens: they must be in the budget
+        tokens = seed_plan(c).train_tokens()
+        if not c.budget.min_train_tokens <= tokens <= c.budget.max_train_tokens:
+            out.append(f"budget.equal_compute: every generation trains the seed plan's {tokens:,} tokens "
+                       f"(hparams.steps x batch_size x context), outside budget.min_train_tokens.."
+                       f"max_train_tokens ({c.budget.min_train_tokens:,}..{c.budget.max_train_tokens:,})")
+    return out
 
 
 def register() -> None:

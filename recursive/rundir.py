@@ -144,11 +144,12 @@ class RunDir:
     def seed_plan(self) -> Plan:
         return seed_plan(self.cfg)
 
-    def limits(self, parent_params: int | None, parent_model: dict | None = None) -> Limits:
-        """The budget for a child of a parent with `parent_params` and plan model section
-        `parent_model` (None: generation 0)."""
+    def limits(self, parent_params: int | None, parent_model: dict | None = None,
+               generation: int | None = None) -> Limits:
+        """The budget for a child (of generation `generation`: budget.equal_compute's target)
+        of a parent with `parent_params` and plan model section `parent_model` (None: generation 0)."""
         limits = Limits.from_config(self.cfg, self.vocab_size, parent_params, self.manifest, base=self.base,
-                                    parent_model=parent_model)
+                                    parent_model=parent_model, generation=generation)
         if parent_params is None and self.base is not None:
             from recursive.validate import for_checkpoint
             return for_checkpoint(limits)

@@ -48,7 +48,8 @@ def propose(rd: RunDir, at: Attempt, parent: AttemptRecord | None) -> None:
         screen_fn = None
         if rd.cfg.proposer.screen_steps > 0:
             screen_fn = lambda cands: screen(rd, at, parent, cands)  # noqa: E731
-        plan, proposal = run_proposal(rd.cfg, ctx, parent_at.model, rd.limits(parent.params, parent_plan["model"]),
+        limits = rd.limits(parent.params, parent_plan["model"], at.generation)
+        plan, proposal = run_proposal(rd.cfg, ctx, parent_at.model, limits,
                                       seed=derive_seed(rd.cfg.lineage.seed, at.generation, at.attempt),
                                       attempt=at, screen=screen_fn)
     if plan is not None:
@@ -179,7 +180,8 @@ def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     own_plan = read_json(at.plan)
     ctx = make_context(rd.cfg, at.generation + 1, 1, me, own_plan, rd.seed_plan(), base=rd.base,
                        vocab_size=rd.vocab_size)
-    metrics["proposer"] = competence(rd.cfg, ctx, at.model, rd.limits(record.params, own_plan["model"]),
+    limits = rd.limits(record.params, own_plan["model"], at.generation + 1)
+    metrics["proposer"] = competence(rd.cfg, ctx, at.model, limits,
                                      seed=derive_seed(rd.cfg.lineage.seed, at.generation, at.attempt, "competence"))
     if proposal.get("win_rate_vs_random") is not None:  # of the proposal that made this attempt
         metrics["proposer"]["win_rate_vs_random"] = proposal["win_rate_vs_random"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,6 +28,61 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+
+EQUAL_COMPUTE_TOLERANCE = 0.02
+"""budget.equal_compute: a child's parameter count may differ from its generation's target
+by at most this share (the count moves in steps of 3 x hidden x layers with the FFN width)."""
+
+
+@dataclass(frozen=True)
+class ComputeTarget:
+    """What budget.equal_compute fixes for every child of generation `generation`, whichever
+    proposer writes it: its parameter count (within `lo`..`hi`) and its training tokens. Set by
+    the budget and generation 0 alone, never by the lineage's own parent, so the children of
+    a generation in lineages with different proposers differ only in how they spend it."""
+
+    generation: int
+    params: int        # gen0_params * ratio ** generation, rounded
+    lo: int            # params * (1 - tolerance), rounded up
+    hi: int            # params * (1 + tolerance), rounded down
+    tokens: int        # the seed plan's training tokens, every generation
+    gen0_params: int
+    ratio: float       # per-generation factor (equal_compute_ratio)
+    tolerance: float = EQUAL_COMPUTE_TOLERANCE
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def equal_compute_ratio(param_ratio: float, tolerance: float = EQUAL_COMPUTE_TOLERANCE) -> float:
+    """The per-generation factor of equal compute: param_ratio x (1 - tol) / (1 + tol). A
+    child at the top of its band (1 + tol) under a parent at the bottom of its own (1 - tol)
+    is then still within budget.param_ratio of that parent, so a target can never break the
+    parent-relative bounds, whatever the parent's size inside its band."""
+    return float(param_ratio) * (1 - tolerance) / (1 + tolerance)
+
+
+def compute_target(gen0_params: int, gen0_tokens: int, generation: int, param_ratio: float,
+                   tolerance: float = EQUAL_COMPUTE_TOLERANCE) -> ComputeTarget:
+    ratio = equal_compute_ratio(param_ratio, tolerance)
+    target = round(gen0_params * ratio ** generation)
+    return ComputeTarget(generation=int(generation), params=target, lo=math.ceil(target * (1 - tolerance)),
+                         hi=math.floor(target * (1 + tolerance)), tokens=int(gen0_tokens),
+                         gen0_params=int(gen0_params), ratio=ratio, tolerance=tolerance)
+
+
+def equal_compute_target(cfg, generation: int | None, vocab_size: int, base: dict | None = None) -> ComputeTarget | None:
+    """The target of `generation`'s children under budget.equal_compute (None when it is off,
+    or for generation 0, which is the seed plan): generation 0's parameter count (the seed
+    plan's model in the lineage's family) and the seed plan's training tokens."""
+    from recursive.run_config import seed_plan, typed
+    c = typed(cfg)
+    if not c.budget.equal_compute or not generation:
+        return None
+    seed = seed_plan(c)
+    return compute_target(count_params(seed.model, vocab_size, base), seed.train_tokens(), generation,
+                          c.budget.param_ratio)
 
 
 @dataclass
@@ -50,26 +105,34 @@ class Limits:
     smoke_test: bool = True           # run the recipe in a limited subprocess
     base: dict | None = None          # the lineage's family (generation 0's checkpoint config); None: built-in Llama
     parent_model: dict | None = None  # the parent's plan `model` section (family-fixed fields, prune)
+    target: ComputeTarget | None = None  # budget.equal_compute: the generation's parameter count and tokens
     _smoke_cache: dict = field(default_factory=dict, repr=False)
 
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, parent_params: int | None, manifest: dict | None = None,
-                    base: dict | None = None, parent_model: dict | None = None) -> "Limits":
+                    base: dict | None = None, parent_model: dict | None = None,
+                    generation: int | None = None) -> "Limits":
         """The budget of a run config (RunConfig or its dict) for a child of a parent with
         `parent_params` (None: the seed plan); with a data manifest, also the measured
-        contamination of every source (a plan may not put weight on a contaminated one)."""
+        contamination of every source (a plan may not put weight on a contaminated one).
+        With budget.equal_compute, `generation` (the child's) sets the compute target."""
         from recursive.data.contamination import max_rate
         from recursive.run_config import typed
         c = typed(cfg)
         b = c.budget
+        target = None
+        if b.equal_compute and parent_params is not None:
+            if generation is None:
+                raise ValueError("budget.equal_compute: the limits of a child need its generation")
+            target = equal_compute_target(c, generation, vocab_size, base)
         contamination = {name: max_rate(row) for name, row in (manifest or {}).get("contamination", {}).items()}
         return cls(sources=tuple(c.data.sources), vocab_size=vocab_size, parent_params=parent_params,
                    param_ratio=b.param_ratio, max_params=b.max_params, max_train_tokens=b.max_train_tokens,
                    min_param_ratio=b.min_param_ratio, min_train_tokens=b.min_train_tokens,
                    contamination=contamination, max_contamination_rate=c.evaluate.max_contamination_rate,
                    batch_multiple=batch_multiple(c.train.num_processes, c.train.grad_accum),
-                   base=base, parent_model=parent_model)
+                   base=base, parent_model=parent_model, target=target)
 
 
 def for_checkpoint(limits: Limits) -> Limits:
@@ -160,6 +223,14 @@ def check_semantics(plan: Plan, limits: Limits) -> list[Problem]:
                                     f"{limits.min_param_ratio:g} x parent ({limits.parent_params:,}) = "
                                     f"{int(limits.min_param_ratio * limits.parent_params):,}"))
     tokens = plan.train_tokens()
+    t = limits.target
+    if t is not None and not t.lo <= params <= t.hi:
+        out.append(Problem("model", f"{params:,} parameters; budget.equal_compute fixes generation {t.generation} "
+                                    f"at {t.params:,} (generation 0's {t.gen0_params:,} x {t.ratio:.4f}^{t.generation}) "
+                                    f"within {t.tolerance:.0%}: {t.lo:,} to {t.hi:,}"))
+    if t is not None and tokens != t.tokens:
+        out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens; budget.equal_compute fixes "
+                                            f"every generation's training tokens at the seed plan's {t.tokens:,}"))
     if tokens < limits.min_train_tokens:
         out.append(Problem("hparams.steps", f"steps*batch_size*context = {tokens:,} tokens is below the "
                                             f"budget's min_train_tokens {limits.min_train_tokens:,}"))

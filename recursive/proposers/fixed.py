@@ -2,7 +2,9 @@
 
 This answers "does the model beat simply re-running the seed recipe?". Its architecture
 is the parent's, shrunk by a fixed rule until it fits the parameter budget; data,
-hyperparameters and code are the seed plan's.
+hyperparameters and code are the seed plan's. With budget.equal_compute the FFN width is
+then set so that the count lands on the generation's target, and steps so that the
+tokens are the target's exactly.
 """
 
 from __future__ import annotations
@@ -67,6 +69,36 @@ def shrink_to_budget(parent: dict[str, Any], max_params: int, vocab_size: int,
     return spec
 
 
+def fit_to_target(spec: dict[str, Any], target: dict[str, Any], vocab_size: int,
+                  base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """budget.equal_compute: the FFN width of `spec` (already shrunk to at most target["hi"])
+    that puts its parameter count nearest target["params"] inside [lo, hi] (the count is
+    linear in the FFN width); `spec` unchanged when no width lands there (validation says so)."""
+    from .schema import _ffn_range
+    spec = dict(spec)
+    args = (spec["num_layers"], spec["num_heads"], spec["num_kv_heads"], spec["head_dim"], spec["tie_embeddings"],
+            vocab_size)
+    band = _ffn_range(*args, (int(target["lo"]), int(target["hi"])), base)
+    if band is None or max(16, band[0]) > min(32768, band[1]):
+        return spec
+    lo, hi = max(16, band[0]), min(32768, band[1])
+    best = _ffn_range(*args, (int(target["params"]), 2**62), base)  # smallest width at or over the target
+    spec["intermediate_size"] = min(hi, max(lo, best[0] if best else lo))
+    return spec
+
+
+def _exact_steps(hparams: dict[str, Any], context: int, tokens: int, batch_multiple: int = 1) -> dict[str, Any]:
+    """The seed hyperparameters with steps (and, only if it must, batch size) hitting `tokens`."""
+    from .schema import exact_token_shapes
+    h = dict(hparams)
+    shapes = exact_token_shapes(tokens, context, batch_multiple)
+    if shapes:
+        b, steps = min(shapes, key=lambda s: (s[0] != h["batch_size"], abs(s[0] - h["batch_size"])))
+        h["batch_size"], h["steps"] = b, steps
+        h["warmup_steps"] = min(h["warmup_steps"], steps)
+    return h
+
+
 class FixedProposer:
     """The seed plan's data, hparams and code with the parent's architecture shrunk to the
     budget. Returns k identical candidates (indices 0..k-1), so callers that expect k get
@@ -83,11 +115,17 @@ class FixedProposer:
         limit = int(ctx.budget["param_ratio"] * parent_params)
         if ctx.budget.get("max_params"):
             limit = min(limit, int(ctx.budget["max_params"]))
+        target = ctx.budget.get("equal_compute") or None
+        if target:  # budget.equal_compute: the generation's parameter count, whatever the parent's
+            limit = min(limit, int(target["hi"]))
+        model = shrink_to_budget(ctx.parent["model"], limit, vocab, ctx.base)
+        if target:
+            model = fit_to_target(model, target, vocab, ctx.base)
         seed_plan = ctx.seed_plan
         plan = {
             "schema_version": 1,
             # the seed recipe trains from scratch
-            "model": {**shrink_to_budget(ctx.parent["model"], limit, vocab, ctx.base), "init": "scratch"},
+            "model": {**model, "init": "scratch"},
             "data": copy.deepcopy(seed_plan["data"]),
             "hparams": copy.deepcopy(seed_plan["hparams"]),
             "code": seed_plan["code"],
@@ -96,7 +134,10 @@ class FixedProposer:
         # the seed's steps at the child's context may exceed the token budget (a checkpoint's
         # context is not the seed plan's): fewer steps, the same recipe
         h, per_step = plan["hparams"], plan["hparams"]["batch_size"] * plan["model"]["context"]
-        if ctx.budget.get("max_train_tokens") and h["steps"] * per_step > int(ctx.budget["max_train_tokens"]):
+        if target:  # the seed recipe's tokens, exactly, at the child's context
+            plan["hparams"] = _exact_steps(h, plan["model"]["context"], int(target["tokens"]),
+                                           int(ctx.budget.get("batch_multiple") or 1))
+        elif ctx.budget.get("max_train_tokens") and h["steps"] * per_step > int(ctx.budget["max_train_tokens"]):
             h["steps"] = max(1, int(ctx.budget["max_train_tokens"]) // per_step)
             h["warmup_steps"] = min(h["warmup_steps"], h["steps"])
         text, secs = plan_text(plan), time.perf_counter() - t0

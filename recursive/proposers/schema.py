@@ -35,6 +35,11 @@ bounded by a tenth of the largest steps);
     `model` branch per architecture with the FFN widths that land inside it.
 Measured on the random proposer (same space), about 4 in 5 samples pass the validator
 with the token rule linked, 2 in 5 without.
+
+With budget.equal_compute (`ctx.budget["equal_compute"]`, recursive/validate.py
+ComputeTarget), the parameter band is narrowed to the generation's target (within 2%, the
+same for every proposer) and the token count is exact: each batch-size branch has the one
+`steps` that hits it, and contexts where no batch size does are left out.
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ def _contexts(parent: dict[str, Any]) -> list[int]:
 
 def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.5,
                   band: tuple[int, int] | None = None, vocab_size: int | None = None,
-                  base: dict[str, Any] | None = None) -> dict[str, Any]:
+                  base: dict[str, Any] | None = None, pinned: bool = False) -> dict[str, Any]:
     # A successor is a step down, not a leap: each of depth, heads, head width and FFN width
     # keeps at least `floor` of the parent's. With floor = min_param_ratio ** (1/3) the
     # product of the three main factors stays near the budget's [min_param_ratio,
@@ -132,6 +137,12 @@ def _model_schema(parent: dict[str, Any], contexts: list[int], floor: float = 0.
     head_dims = [d for d in HEAD_DIMS if floor * p_hd <= d <= p_hd] or [min(HEAD_DIMS, key=lambda d: abs(d - p_hd))]
     layers = _spread(range(max(1, math.ceil(floor * p_layers)), p_layers + 1), 8)
     ffn_lo, ffn_hi = max(16, int(floor * p_ffn)), p_ffn
+    if pinned and exact:
+        # budget.equal_compute pins the total: the FFN width is what lands an architecture on
+        # it, so it may shrink past the floor (else a parent at the top of its band, with one
+        # head fewer too small and its own head count needing an FFN under the floor, has no
+        # architecture at all)
+        ffn_lo = 16
     branches = []
     heads = range(max(1, math.ceil(floor * p_heads)), p_heads + 1)
     for h in (_spread(heads, 8) if exact else heads):
@@ -215,9 +226,20 @@ def _around(value: float, factor: float, lo: float, hi: float) -> tuple[float, f
     return (a, b) if a <= b else (lo, hi)
 
 
+def exact_token_shapes(tokens: int, context: int, batch_multiple: int = 1) -> list[tuple[int, int]]:
+    """(batch_size, steps) pairs with steps x batch_size x context == tokens exactly, batch
+    sizes of BATCH_SIZES that are multiples of batch_multiple (budget.equal_compute)."""
+    return [(b, tokens // (b * context)) for b in BATCH_SIZES
+            if b % batch_multiple == 0 and tokens % (b * context) == 0 and 1 <= tokens // (b * context) <= MAX_STEPS]
+
+
 def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
                     parent: dict[str, Any] | None = None, region: dict[str, float] | None = None,
-                    parent_tokens: int = 0, batch_multiple: int = 1) -> dict[str, Any]:
+                    parent_tokens: int = 0, batch_multiple: int = 1,
+                    exact_tokens: int | None = None) -> dict[str, Any] | None:
+    """One branch per batch size. With exact_tokens (budget.equal_compute), only the batch
+    sizes whose steps hit the token count exactly, steps a constant; None when no batch size
+    does at this context."""
     budget = (max_tokens, min_tokens)
     branches = []
     lr, wd, clip = (0.0001, 0.01), (0.0, 0.3), (0.0, 2.0)
@@ -231,6 +253,15 @@ def _hparams_schema(max_tokens: int, context: int, min_tokens: int = 0,
         optimizers = [parent["optimizer"]]
         min_tokens = max(min_tokens, int(parent_tokens / region["tokens_factor"]))
         max_tokens = min(max_tokens, int(parent_tokens * region["tokens_factor"]))
+    if exact_tokens is not None:  # the trust region's token range gives way to the fixed count
+        shapes = exact_token_shapes(exact_tokens, context, batch_multiple)
+        return _any([_obj({
+            "optimizer": {"enum": optimizers}, "lr": _num(*lr),
+            "warmup_steps": _int(0, min(MAX_WARMUP, steps // 10)),
+            "batch_size": {"const": b}, "steps": {"const": steps},
+            "weight_decay": _num(*wd), "grad_clip": _num(*clip), "seed": _int(0, 1_000_000),
+            "distill_weight": _num(0, 1), "distill_temperature": _num(1, 4),
+        }) for b, steps in shapes]) if shapes else None
     # every rank gets the same micro-batch: batch_size is a multiple of ranks x grad_accum
     for b in [b for b in BATCH_SIZES if b % batch_multiple == 0] or [batch_multiple]:
         steps_max = max(1, min(MAX_STEPS, max_tokens // (b * context)))
@@ -311,11 +342,21 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
         hi = min(int(ctx.budget["max_params"]), math.floor(float(ctx.budget["param_ratio"]) * pp))
         lo = math.ceil(float(ctx.budget.get("min_param_ratio") or 0.0) * pp)
         band = (lo, hi) if lo <= hi else None
+    # budget.equal_compute: the generation's target (set by generation 0 and the budget, the
+    # same for every proposer) narrows the band, and the token count is fixed
+    target = ctx.budget.get("equal_compute") or None
+    exact = None
+    if target:
+        exact = int(target["tokens"])
+        if band is not None:
+            lo, hi = max(band[0], int(target["lo"])), min(band[1], int(target["hi"]))
+            band = (lo, hi) if lo <= hi else None
 
     def plan(contexts: list[int], hparams: dict[str, Any]) -> dict[str, Any]:
         return _obj({
             "schema_version": {"const": 1},
-            "model": _model_schema(parent, contexts, floor, band, int(vocab) if vocab else None, ctx.base),
+            "model": _model_schema(parent, contexts, floor, band, int(vocab) if vocab else None, ctx.base,
+                                   pinned=bool(target)),
             "data": _obj({"mixture": mixture}),
             "hparams": hparams,
             "code": text_schema(code_max_chars),
@@ -324,8 +365,19 @@ def proposal_schema(ctx: ProposalContext, *, code_max_chars: int = 200, rational
 
     contexts = _contexts(parent)
     mult = int(ctx.budget.get("batch_multiple") or 1)
+
+    def hp(c: int) -> dict[str, Any] | None:  # reads `exact` when called
+        return _hparams_schema(max_tokens, c, min_tokens, parent_h, region, parent_tokens, mult, exact)
+
+    if exact is not None:
+        # only contexts at which some batch size hits the token count (none: the validator says why)
+        contexts = [c for c in contexts if hp(c) is not None] or contexts
+        if hp(contexts[0]) is None:
+            exact = None
+        elif not link_context:  # steps are then fixed for one context: the largest that fits
+            contexts = contexts[-1:]
     if link_context:
-        schema = _any([plan([c], _hparams_schema(max_tokens, c, min_tokens, parent_h, region, parent_tokens, mult)) for c in contexts])
+        schema = _any([plan([c], hp(c)) for c in contexts])
     else:
-        schema = plan(contexts, _hparams_schema(max_tokens, min(contexts), min_tokens, parent_h, region, parent_tokens, mult))
+        schema = plan(contexts, hp(min(contexts)))
     return sort_schema_keys(schema) if sort_keys else schema
