@@ -102,3 +102,39 @@ def test_malformed_criterion_is_a_clear_error():
     with pytest.raises(ValueError, match="loss_bad"):
         gate(m(4.0), None, None, {"loss_bad": {"metric": "heldout_loss.mean", "against": "absolute",
                                                "max_increase": 1.0}})
+
+
+def test_memorisation_of_a_pretrained_lineage_is_judged_against_its_first_trained_generation():
+    """A pretrained generation 0 never saw the lineage's canaries: its exposure (2 bits, an
+    untrained level) is no reference for a child that trained on them. Generation 1 answers
+    to the absolute ceiling alone; later generations to their drift from generation 1."""
+    from recursive.evaluate.gate import TrainedReference
+    assert CFG["canary_exposure_vs_gen0"]["memorisation"] is True
+    pretrained_gen0 = m(5.0, exposure=2.0)
+    gen1 = m(4.0, exposure=8.5)
+    # from scratch (no `trained`): 8.5 is more than 3 bits above generation 0's 2.0
+    assert [r.split(":")[0] for r in gate(gen1, pretrained_gen0, pretrained_gen0, CFG)["reasons"]] == \
+        ["FAIL canary_exposure_vs_gen0"]
+    first = gate(gen1, pretrained_gen0, pretrained_gen0, CFG, trained=TrainedReference("this generation", None))
+    assert first["passed"], first["reasons"]
+    assert "canary_exposure_vs_gen0" not in {c["name"] for c in first["criteria"]}
+    assert "canary_exposure" in {c["name"] for c in first["criteria"]}  # the absolute ceiling still judges it
+    assert any(n.startswith("canary_exposure_vs_gen0: not judged") for n in first["notes"])
+    assert "note: canary_exposure_vs_gen0: not judged" in render(first)
+    # the absolute ceiling (10 bits) is not relaxed for the first trained generation
+    assert not gate(m(4.0, exposure=10.5), pretrained_gen0, pretrained_gen0, CFG,
+                    trained=TrainedReference("this generation", None))["passed"]
+    # generation 2: at most 3 bits above generation 1's 8.5, whatever generation 0 scored
+    ref = TrainedReference("gen 1 attempt 1, the first trained on the lineage's data", gen1)
+    ok = gate(m(4.0, exposure=9.6), gen1, pretrained_gen0, CFG, trained=ref)
+    assert ok["passed"], ok["reasons"]
+    crit = next(c for c in ok["criteria"] if c["name"] == "canary_exposure_vs_gen0")
+    assert crit["bound"] == 8.5 + 3.0 and crit["reference"] == ref.label and "gen 1 attempt 1" in render(ok)
+    low = m(4.0, exposure=2.0)
+    drift = gate(m(4.0, exposure=5.5), low, pretrained_gen0, CFG, trained=TrainedReference("gen 1 attempt 1", low))
+    assert [r.split(":")[0] for r in drift["reasons"]] == ["FAIL canary_exposure_vs_gen0"]
+    # only memorisation criteria move: held-out loss is still judged against generation 0
+    v = gate(m(7.0, exposure=2.0), m(6.5), m(5.0), CFG, trained=ref)
+    assert any(r.startswith("FAIL loss_vs_gen0") for r in v["reasons"])
+    with pytest.raises(ValueError, match="memorisation must be true or false"):
+        gate(m(4.0), None, None, {"x": {**CFG["canary_exposure_vs_gen0"], "memorisation": "yes"}})
