@@ -201,6 +201,25 @@ def gate(rd: RunDir, at: Attempt, metrics: dict, parent: AttemptRecord | None) -
         # do not judge it; only sanity (finite metrics) and integrity do
         criteria = {k: v for k, v in criteria.items() if str(v.get("metric", "")).startswith("integrity.")}
     verdict = judge(metrics, None if parent is None else parent.metrics, None if gen0 is None else gen0.metrics,
-                    criteria, of_gen0=at.generation == 0)
+                    criteria, of_gen0=at.generation == 0, trained=_trained_reference(rd, at, parent))
     atomic_write_json(at.gate_json, verdict)
     atomic_write_text(at.gate_txt, render(verdict) + "\n")
+
+
+def _trained_reference(rd: RunDir, at: Attempt, parent: AttemptRecord | None):
+    """A pretrained generation 0 never trained on the lineage's data: memorisation criteria
+    against gen0 are judged against generation 1 of this candidate's ancestry instead
+    (evaluate/gate.py, docs/evals.md). None: generation 0 was trained here (or is the candidate)."""
+    from recursive import lineage
+    from recursive.evaluate.gate import TrainedReference
+    if rd.base is None or at.generation == 0:
+        return None
+    if at.generation == 1:
+        return TrainedReference("this generation", None)
+    first = parent
+    while first is not None and first.generation > 1 and first.parent_key is not None:
+        first = lineage.find(rd.path, *first.parent_key)
+    if first is None or first.generation != 1:
+        return TrainedReference("generation 1 (not found in the lineage record)", {})
+    return TrainedReference(f"gen {first.generation} attempt {first.attempt}, the first trained on the lineage's data",
+                            first.metrics)
