@@ -90,6 +90,14 @@ class Attempt:
     def slurm_log(self, stage: str, job_id: str) -> Path:
         return self.dir / f"slurm-{stage}-{job_id}.out"
 
+    def stage_input(self, stage: str) -> Path:
+        """What a proposal/evaluation job needs from the orchestrator (records; recursive/stage_job.py)."""
+        return self.dir / f"{stage}_job.json"
+
+    def stage_error(self, stage: str) -> Path:
+        """A proposal/evaluation job's account of a stage failure (recursive/stage_job.py)."""
+        return self.dir / f"{stage}_error.json"
+
     def screen_plan(self, index: int) -> Path:
         return self.screen_dir / f"plan_{index}.json"
 

@@ -137,7 +137,13 @@ class Orchestrator:
     def run_stage(self, stage: str, at: Attempt, rec: AttemptRecord, parent: AttemptRecord | None) -> str | None:
         """Run one stage; returns the attempt's failure reason when the plan failed."""
         rd = self.rd
-        if stage == "propose":
+        # launcher.stages: proposal (from a parent: generation 0's seed plan loads no model)
+        # and evaluation as jobs of the launcher, which write the same files
+        as_job = stage in ("propose", "evaluate") and stage in rd.launcher.job_stages \
+            and (stage != "propose" or parent is not None)
+        if as_job:
+            stages.in_job(rd, at, stage, parent, rec)
+        elif stage == "propose":
             stages.propose(rd, at, parent)
         elif stage == "train":
             err = stages.train(rd, at, Plan.from_json(at.plan.read_text()), parent)

@@ -189,6 +189,18 @@ def evaluate(rd: RunDir, at: Attempt, record: AttemptRecord) -> None:
     atomic_write_json(at.eval, metrics)
 
 
+# ---------------------------------------------------------------------- as a job
+def in_job(rd: RunDir, at: Attempt, stage: str, parent: AttemptRecord | None, record: AttemptRecord) -> None:
+    """Run `stage` ("propose" or "evaluate") as a launcher job (launcher.stages): the job runs
+    `python -m recursive.stage_job STAGE ATTEMPT_DIR`, which calls `propose` / `evaluate`
+    above and writes the same files; raises what the stage raised."""
+    from recursive.stage_job import raise_recorded
+    atomic_write_json(at.stage_input(stage), {"parent": None if parent is None else asdict(parent),
+                                              "record": asdict(record)})
+    if rd.launcher.run(at, stage) != 0:
+        raise_recorded(at, stage)
+
+
 # ---------------------------------------------------------------------- GATE
 def gate(rd: RunDir, at: Attempt, metrics: dict, parent: AttemptRecord | None) -> None:
     """-> gate.json and gate.txt: every criterion with its value, bound and verdict."""

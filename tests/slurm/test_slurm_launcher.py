@@ -75,6 +75,86 @@ def test_unknown_template_placeholder_is_a_clear_error(tmp_path, monkeypatch):
         render(cfg.launcher, cfg.train, Attempt(tmp_path, 1, 1), "n")
 
 
+@pytest.mark.parametrize("overrides, limit", [
+    (["budget.wall_clock_s=900"], "00:19:00"),   # 900 + lead 90 + margin 120 = 1110 s -> 19 min
+    (["budget.wall_clock_s=0.5"], "00:04:00"),   # 210.5 s, rounded up to whole minutes
+    (["budget.wall_clock_s=60", "launcher.signal=USR1@30", "launcher.time_margin_s=0"], "00:02:00"),
+    (["budget.wall_clock_s=900", "launcher.time=00:10:00"], "00:10:00"),  # the smaller wins
+    (["budget.wall_clock_s=900", "launcher.time=2-00"], "00:19:00"),      # D-HH is two days
+    (["budget.wall_clock_s=null", "launcher.time=03:00:00"], "03:00:00"),  # no cap: launcher.time
+])
+def test_training_time_limit_follows_the_wall_clock_budget(tmp_path, overrides, limit):
+    from recursive.launch.slurm import train_time
+    cfg = compose_typed(["launcher=slurm", *overrides])[0]
+    script = render(cfg.launcher, cfg.train, Attempt(tmp_path, 1, 1), "n", cfg.budget.wall_clock_s)
+    assert f"#SBATCH --time={limit}" in script.splitlines()
+    from_budget = train_time(cfg.launcher, cfg.budget.wall_clock_s)[1] == "budget.wall_clock_s"
+    assert from_budget == (limit not in ("00:10:00", "03:00:00"))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("launcher.stages=[propose,deploy]", "launcher.stages"),
+    ("launcher.stages=[]", "launcher.stages"),
+    ("launcher.stages=train", "launcher.stages"),
+    ("launcher.propose.cpus=0", "launcher.propose.cpus"),
+    ("launcher.evaluate.gpus=-1", "launcher.evaluate.gpus"),
+    ("launcher.evaluate.time=soon", "launcher.evaluate.time"),
+    ("launcher.time=1:2:3:4", "launcher.time"),
+    ("launcher.time_margin_s=-1", "launcher.time_margin_s"),
+])
+def test_bad_stage_or_time_config_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)) as e:
+        compose_config(["launcher=slurm", override])
+    assert "\n" not in str(e.value)
+    if key == "launcher.stages" and "=[" in override:
+        assert "propose, train, evaluate" in str(e.value)
+
+
+def test_stage_job_script_carries_its_own_resources(tmp_path):
+    from recursive.launch.slurm import render_stage
+    cfg = compose_typed(["launcher=slurm", "launcher.stages=[propose,train,evaluate]", "launcher.partition=gpu",
+                          "launcher.gpus_per_node=8", "launcher.cpus_per_task=12", "launcher.mem=256G",
+                          "launcher.propose.cpus=4", "launcher.propose.mem=32G", "launcher.propose.time=00:30:00",
+                          "launcher.evaluate.gpus=2"])[0]
+    at = Attempt(tmp_path / "a dir", 2, 1)
+    propose = render_stage(cfg.launcher, "propose", at, "rec-x-g002a01-propose").splitlines()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --mem=32G", "#SBATCH --time=00:30:00", "#SBATCH --ntasks=1",
+                 "#SBATCH --job-name=rec-x-g002a01-propose"):
+        assert line in propose, line
+    assert f"-m recursive.stage_job propose '{at.dir}'" in "\n".join(propose)
+    assert "export OMP_NUM_THREADS=4 TOKENIZERS_PARALLELISM=false" in propose
+    assert not any(ln.startswith("#SBATCH --signal") for ln in propose)  # nothing to checkpoint
+    evaluate = render_stage(cfg.launcher, "evaluate", at, "n").splitlines()
+    for line in ("#SBATCH --gpus-per-node=2", "#SBATCH --cpus-per-task=12", "#SBATCH --mem=256G",
+                 "#SBATCH --time=01:00:00"):  # unset keys: the shared launcher values
+        assert line in evaluate, line
+    assert str(at.slurm_log("evaluate", "%j")) in "\n".join(evaluate)
+
+
+def test_a_training_timeout_under_the_wall_clock_is_over_budget_and_final(tmp_path):
+    """The decision SlurmLauncher.run takes on a job record Slurm ended TIMEOUT (the real
+    TIMEOUT needs a job that outlives its --time, minutes here; tests/slurm/test_wall_clock_slurm.py
+    runs the trainer's cap, which normally fires first, on the cluster)."""
+    from recursive.launch.slurm import SlurmLauncher
+    from recursive.train import protocol
+    cfg = compose_typed(["launcher=slurm", "budget.wall_clock_s=60", f"run_dir={tmp_path}"])[0]
+    launcher = SlurmLauncher(cfg, log=lambda m: None)
+    at = Attempt(tmp_path, 1, 1)
+    at.dir.mkdir(parents=True)
+    job = {"job_id": "41", "kind": "train", "state": "TIMEOUT", "exit_code": 0, "time_limit": "00:05:00",
+           "time_from": "budget.wall_clock_s", "log": str(at.slurm_log("train", "41"))}
+    assert launcher._over_budget(job) and launcher._final(at, job)
+    for other in ({"time_from": "launcher.time"}, {"state": "FAILED"}, {"kind": "evaluate"}):
+        assert not launcher._over_budget({**job, **other})  # a segment's limit, a crash: retried
+    jobs = [job]
+    launcher._record_over_budget(at, job, jobs)
+    out = protocol.read_outcome(at.dir, protocol.EXIT_PLAN_FAILED)
+    assert out.kind == "plan_failed" and out.error.startswith("OverBudget: over budget: training job 41 ended TIMEOUT")
+    assert "budget.wall_clock_s=60" in out.error and "not retried" in out.error
+    assert json.loads(at.slurm_jobs.read_text())[0]["over_budget"] is True
+
+
 # ------------------------------------------------------------------ a real cluster
 @pytest.fixture(scope="module")
 def cluster():
