@@ -13,6 +13,9 @@ fused_adam): the trainer hands it torch's AdamW.
 from __future__ import annotations
 
 import os
+import re
+import socket
+import struct
 import subprocess
 from datetime import timedelta
 
@@ -27,27 +30,81 @@ class StageConfigError(RuntimeError):
     """The training configuration (not the plan) cannot run: a stage failure, exit 1."""
 
 
+def _scontrol(*args: str) -> str:
+    try:
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _node_addr(node: str) -> str:
+    """The address Slurm itself reaches `node` at (its NodeAddr), else the name: node names
+    need not resolve on the nodes (they do not on the local two-node cluster's host)."""
+    m = re.search(r"\bNodeAddr=(\S+)", _scontrol("show", "node", "-o", node))
+    return m.group(1) if m else node
+
+
+def local_addr(toward: str) -> str | None:
+    """This host's address on the route to `toward` (no packet is sent: a UDP connect only
+    picks the source address), None if there is no route."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((socket.gethostbyname(toward), 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+def _ifname_of(addr: str) -> str | None:
+    """The network interface that holds IPv4 `addr` (SIOCGIFADDR on each interface)."""
+    import fcntl
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                got = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            if socket.inet_ntoa(got[20:24]) == addr:
+                return name
+    return None
+
+
 def env_from_slurm(environ: dict | None = None) -> dict:
     """Torch distributed variables for a task started by `srun`, unless a launcher already
-    set them. Returns what it set (empty outside SLURM or for a one-task step)."""
+    set them. Returns what it set (empty outside SLURM or for a one-task step).
+
+    MASTER_ADDR is the first node's NodeAddr. Over several nodes, gloo is also told which
+    interface to use (GLOO_SOCKET_IFNAME: the one on the route to the master) unless it was:
+    left alone, gloo binds to the address the hostname resolves to, which is loopback on many
+    hosts, and the other node's rank would then be sent to its own 127.0.0.1."""
     env = os.environ if environ is None else environ
     if "RANK" in env or "SLURM_PROCID" not in env or int(env.get("SLURM_NTASKS", "1")) <= 1:
         return {}
     nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
     master = "127.0.0.1"
-    if nodelist:
-        try:
-            out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                                 timeout=30).stdout.split()
-            master = out[0] if out else master
-        except (OSError, subprocess.SubprocessError):
-            pass
+    if nodelist and "MASTER_ADDR" not in env:
+        hosts = _scontrol("show", "hostnames", nodelist).split()
+        master = _node_addr(hosts[0]) if hosts else master
     job = int(env.get("SLURM_JOB_ID", "0"))
     new = {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_NTASKS"],
            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"), "LOCAL_WORLD_SIZE": env.get("SLURM_NTASKS_PER_NODE", "1"),
            "MASTER_ADDR": env.get("MASTER_ADDR", master), "MASTER_PORT": env.get("MASTER_PORT", str(20000 + job % 20000))}
+    nodes = int(env.get("SLURM_STEP_NUM_NODES") or env.get("SLURM_JOB_NUM_NODES") or 1)
+    if nodes > 1 and "GLOO_SOCKET_IFNAME" not in env:
+        mine = local_addr(new["MASTER_ADDR"])
+        ifname = _ifname_of(mine) if mine else None
+        if ifname:
+            new["GLOO_SOCKET_IFNAME"] = ifname
     env.update(new)
     return new
+
+
+def rank_identity(rank: int) -> dict:
+    """Where this rank runs: {"rank", "node" (Slurm's node name, else the hostname), "addr"
+    (this host's address toward the master, the one the process group uses)}."""
+    master = os.environ.get("MASTER_ADDR")
+    return {"rank": rank, "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+            "addr": local_addr(master) if master else None}
 
 
 def strategy_of(spec: dict) -> str:

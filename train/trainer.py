@@ -34,7 +34,7 @@ from recursive.plan import Plan
 from recursive.recipe import load_recipe
 from recursive.train import checkpoint
 from recursive.train.protocol import CHECKPOINTS, MODEL, PLAN, TRAIN_LOCK, TRAIN_METRICS, TRAIN_PROBE, TRAIN_REQUEUE, TrainSpec
-from recursive.train.distributed import StageConfigError, make_accelerator
+from recursive.train.distributed import StageConfigError, make_accelerator, rank_identity
 from recursive.train.modeling import make_child
 from recursive.train.perf import flops_per_token, mfu, peak_flops
 from recursive.train.step import BadLoss, TrainStep, to_device
@@ -385,6 +385,12 @@ def train(attempt_dir: Path) -> dict:
         logits = probe(model, ids)
         if accelerator.is_main_process:
             torch.save({"input_ids": ids.cpu(), "logits": logits}, attempt_dir / TRAIN_PROBE)
+    # where each rank ran (node name, address): a user checking a multi-node job checks this
+    me = rank_identity(accelerator.process_index)
+    metrics["nodes"] = [me]
+    if accelerator.num_processes > 1:
+        metrics["nodes"] = [None] * accelerator.num_processes
+        torch.distributed.all_gather_object(metrics["nodes"], me)
     if accelerator.num_processes > 1 and layout["strategy"] in ("single", "ddp"):
         # replicas must hold the same weights; a user checking DDP checks this first
         digests = [None] * accelerator.num_processes
