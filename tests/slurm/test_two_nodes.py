@@ -35,7 +35,7 @@ TWO_NODES = ["launcher=slurm", "launcher.nodes=2", "train.num_processes=2", "lau
 # the smoke lineage at its smallest that still proposes, trains, evaluates and gates each generation
 CHEAP = ["logger=none", "evaluate.eval_windows_per_domain=8", "evaluate.proposer_samples=1",
          "evaluate.arithmetic_problems=10", "evaluate.refusal_items=10", "evaluate.collapse_samples=2",
-         "proposer.candidates=2", "proposer.control_candidates=false", "budget.max_train_tokens=120000"]
+         "proposer.candidates=2", "proposer.control_candidates=false"]
 
 
 def usable_nodes() -> list[str]:
