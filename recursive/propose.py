@@ -237,6 +237,8 @@ def run_proposal(cfg, ctx, model_path: Path, limits: Limits, seed: int, attempt:
         summary["win_rate_vs_random"] = win_rate(results, controls)
     if hasattr(proposer, "usage"):  # requests, retries, tokens and cost of this attempt (openai)
         summary["usage"] = proposer.usage
+    if getattr(proposer, "fit", None):  # what the self proposer shrank to fit a position limit
+        summary["fit"] = proposer.fit
     if best is None:
         reasons = sorted({p for r in results for p in r["problems"]})
         summary["reason"] = f"no valid plan among {len(results)} candidates: " + "; ".join(reasons[:6])
@@ -261,5 +263,7 @@ def competence(cfg: RunConfig, ctx, model_path: Path, limits: Limits, seed: int)
             "code_valid_rate": sum(r["code_valid"] for r in results) / max(1, k),
             "samples": k,
             "mean_tokens": sum(r["n_tokens"] for r in results) / max(1, k),
+            # code_max_chars / max_new_tokens shrunk to fit the family's position limit
+            **({"fit": proposer.fit} if proposer.fit else {}),
             # why invalid samples were invalid, most frequent first (the gate's reason is the rate)
             "problems": dict(sorted(problems.items(), key=lambda kv: -kv[1])[:5])}

@@ -37,6 +37,10 @@ class Family:
     fixed_tie: bool       # tie_embeddings is the parent's (the family cannot change it)
     prune: bool           # model.init=prune is implemented (train/prune.py)
     why_no_prune: str = ""
+    # config attribute of a hard position limit (learned absolute position embeddings: a
+    # sequence past it has no embedding row); None: rotary positions, no such limit (a
+    # RoPE checkpoint's max_position_embeddings is what it was trained at, not a wall)
+    positions: str | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -46,7 +50,7 @@ FAMILIES: dict[str, Family] = {
     "qwen3": Family("qwen3", _LLAMA_FIELDS, gqa=True, fixed_tie=False, prune=True),
     "gpt2": Family("gpt2", {"num_layers": "n_layer", "num_heads": "n_head", "hidden": "n_embd",
                             "intermediate_size": "n_inner", "tie_embeddings": "tie_word_embeddings"},
-                   gqa=False, fixed_tie=True, prune=False,
+                   gqa=False, fixed_tie=True, prune=False, positions="n_positions",
                    why_no_prune="structured pruning is implemented for the Llama-like families only "
                                 "(llama, mistral, qwen2, qwen3); GPT-2's fused c_attn is not"),
     "gpt_neox": Family("gpt_neox", {"num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
@@ -66,6 +70,14 @@ class FamilyError(ValueError):
 
 def family(base: dict | None) -> Family:
     return FAMILIES[BUILTIN if base is None else base["model_type"]]
+
+
+def position_limit(config: dict) -> int | None:
+    """The most positions a model of this config can read (prompt and generated tokens
+    together), or None when its family has no hard limit (rotary positions)."""
+    fam = FAMILIES.get(config.get("model_type"))
+    value = None if fam is None or fam.positions is None else config.get(fam.positions)
+    return None if value is None else int(value)
 
 
 def refusal(config: dict, source: str) -> str | None:
@@ -182,7 +194,8 @@ def build(base: dict, spec: dict, *, seed: int):
     return AutoModelForCausalLM.from_config(child_config(base, spec), dtype=torch.float32)
 
 
-def _key(base: dict) -> str:
+def base_key(base: dict) -> str:
+    """A hashable key of a base config, for the lru_caches below."""
     return json.dumps(base, sort_keys=True, default=str)
 
 
@@ -212,10 +225,6 @@ def coefficients(base_key: str, heads: int, kv: int, head_dim: int, tie: bool) -
 
 def count(base: dict, spec: dict) -> int:
     """Exact parameter count of the child `build(base, spec)` makes."""
-    a, b, c = coefficients(_key(base), int(spec["num_heads"]), int(spec["num_kv_heads"]), int(spec["head_dim"]),
+    a, b, c = coefficients(base_key(base), int(spec["num_heads"]), int(spec["num_kv_heads"]), int(spec["head_dim"]),
                            bool(spec["tie_embeddings"]))
     return a + int(spec["num_layers"]) * (b + c * int(spec["intermediate_size"]))
-
-
-def base_key(base: dict) -> str:
-    return _key(base)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .base import SEPARATORS, Candidate, ProposalContext
+from .base import SEPARATORS, Candidate, ProposalContext, plan_text
 from .grammar import plan_ebnf
 from .prompt import build_prompt
 from .schema import proposal_schema
@@ -81,15 +81,51 @@ class SelfProposer:
         info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.vocab_size,
                                                   stop_token_ids=[self.eos_id])
         self._compiler = xgr.GrammarCompiler(info)  # caches compiled grammars by schema text
+        from recursive.train.families import position_limit
+        # learned absolute positions (GPT-2's n_positions) are a hard limit on prompt + plan;
+        # rotary families have none (train/families.py)
+        self.position_limit = position_limit(self.model.config.to_dict())
+        self.fit: dict[str, Any] | None = None  # what the last propose() shrank to fit it
+
+    def _fit(self, ctx: ProposalContext, ids: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """(prompt ids, code_max_chars, max_new_tokens) that fit the position limit with a
+        complete plan. A plan's tokens are at most its JSON characters plus the EOS (every
+        token of this ASCII layout is at least one character; a code character is at most
+        two, an escape), so the room left after the prompt bounds the code length. The
+        prompt keeps its end (the request) and gives up its beginning only where even a
+        plan without code would not fit. What was shrunk is kept in `self.fit`."""
+        code, new = self.code_max_chars, self.max_new_tokens
+        self.fit = None
+        limit = self.position_limit
+        if not limit or ids.shape[1] + new <= limit:
+            return ids, code, new
+        # the plan without code, its rationale at full length, numbers given a quarter more digits
+        skeleton = plan_text(dict(ctx.parent_plan, code="", rationale="x" * self.rationale_max_chars))
+        skeleton_tokens = len(skeleton) * 5 // 4 + 1
+        kept = ids[:, -max(1, min(ids.shape[1], limit - skeleton_tokens)):]
+        room = limit - kept.shape[1]
+        code = max(0, min(code, (room - skeleton_tokens) // 2))
+        new = min(new, room)
+        self.fit = {"position_limit": limit, "prompt_tokens": int(ids.shape[1]), "prompt_tokens_kept": int(kept.shape[1]),
+                    "code_max_chars": code, "code_max_chars_asked": self.code_max_chars,
+                    "max_new_tokens": new, "max_new_tokens_asked": self.max_new_tokens}
+        return kept, code, new
 
     def propose(self, ctx: ProposalContext, k: int, seed: int) -> list[Candidate]:
         """k candidate plans for ctx; same ctx and seed -> same candidates."""
-        schema = proposal_schema(ctx, code_max_chars=self.code_max_chars,
+        prompt = self.chat(build_prompt(ctx, self.prompt_chars))
+        ids, code_max, max_new = self._fit(ctx, self._encode(prompt))
+        schema = proposal_schema(ctx, code_max_chars=code_max,
                                  rationale_max_chars=self.rationale_max_chars, sort_keys=self.sort_keys)
         grammar = None
         if self.code_grammar and not self.unconstrained:
-            grammar = plan_ebnf(schema, ctx.parent_plan.get("code"), self.code_max_chars, SEPARATORS)
-        return self.sample(self.chat(build_prompt(ctx, self.prompt_chars)), schema, k, seed, grammar=grammar)
+            grammar = plan_ebnf(schema, ctx.parent_plan.get("code"), code_max, SEPARATORS)
+        return self._sample_ids(ids, schema, k, seed, grammar, max_new)
+
+    def _encode(self, prompt: str) -> torch.Tensor:
+        # BOS if the tokenizer adds one; a chat-templated prompt carries its own special tokens
+        templated = bool(getattr(self.tokenizer, "chat_template", None))
+        return self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated).input_ids
 
     def chat(self, prompt: str) -> str:
         """A checkpoint with a chat template (model=pretrained, an instruct model) is asked
@@ -104,7 +140,17 @@ class SelfProposer:
         """k continuations of `prompt`, constrained to the EBNF `grammar` if given, else to
         `schema` (None or unconstrained=True: free text up to EOS). Batches of at most
         max_batch rows; one torch.Generator seeded by `seed` drives every draw, so the output
-        depends only on (prompt, schema or grammar, k, seed)."""
+        depends only on (prompt, schema or grammar, k, seed). A prompt past the position
+        limit keeps its end, and decoding stops at the limit."""
+        ids = self._encode(prompt)
+        new = self.max_new_tokens
+        if self.position_limit:  # the plan's room comes first
+            ids = ids[:, -max(64, self.position_limit - new):]
+            new = min(new, self.position_limit - ids.shape[1])
+        return self._sample_ids(ids, schema, k, seed, grammar, new)
+
+    def _sample_ids(self, ids: torch.Tensor, schema: dict[str, Any] | None, k: int, seed: int,
+                    grammar: str | None, max_new: int) -> list[Candidate]:
         compiled = None
         if grammar is not None and not self.unconstrained:
             compiled = self._compiler.compile_grammar(grammar)
@@ -112,23 +158,15 @@ class SelfProposer:
             compiled = self._compiler.compile_json_schema(json.dumps(schema), any_whitespace=False,
                                                           separators=SEPARATORS)
         gen = torch.Generator().manual_seed(int(seed))
-        # BOS if the tokenizer adds one; a chat-templated prompt carries its own special tokens
-        templated = bool(getattr(self.tokenizer, "chat_template", None))
-        ids = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated).input_ids
-        # learned absolute positions (GPT-2's n_positions) are a hard limit: the prompt keeps
-        # its end (the request) so that prompt + plan fit; rotary families have no such limit
-        limit = getattr(self.model.config, "n_positions", None) if self.model.config.model_type == "gpt2" else None
-        if limit:
-            ids = ids[:, -max(64, limit - self.max_new_tokens):]  # the plan's room comes first
         out: list[Candidate] = []
         with _threads(self.num_threads), torch.inference_mode():
             for start in range(0, k, self.max_batch):
                 n = min(self.max_batch, k - start)
-                out.extend(self._decode(ids, n, start, compiled, gen))
+                out.extend(self._decode(ids, n, start, compiled, gen, max_new))
         return out
 
     def _decode(self, ids: torch.Tensor, n: int, first_index: int, compiled: Any,
-                gen: torch.Generator) -> list[Candidate]:
+                gen: torch.Generator, max_new: int) -> list[Candidate]:
         import xgrammar as xgr
 
         t0 = time.perf_counter()
@@ -142,8 +180,6 @@ class SelfProposer:
         logprob = [0.0] * n
         finished = [False] * n
         rows = list(range(n))  # candidate index of each row still in the batch
-        limit = getattr(self.model.config, "n_positions", None) if self.model.config.model_type == "gpt2" else None
-        max_new = min(self.max_new_tokens, limit - ids.shape[1]) if limit else self.max_new_tokens
         for step in range(max_new):
             if matchers:
                 for r, i in enumerate(rows):
