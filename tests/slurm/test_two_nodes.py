@@ -89,6 +89,17 @@ def assert_ran_on_two_nodes(d: Path, job_id: str) -> dict:
     return m
 
 
+# ------------------------------------------------------------------ no cluster needed
+def test_over_several_nodes_gloo_is_bound_to_the_interface_toward_the_master():
+    from recursive.train.distributed import env_from_slurm
+    base = {"SLURM_PROCID": "1", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "7", "MASTER_ADDR": "127.0.0.1"}
+    assert env_from_slurm(dict(base, SLURM_JOB_NUM_NODES="2"))["GLOO_SOCKET_IFNAME"] == "lo"
+    assert "GLOO_SOCKET_IFNAME" not in env_from_slurm(dict(base, SLURM_JOB_NUM_NODES="1"))  # one node: gloo's own pick
+    mine = dict(base, SLURM_JOB_NUM_NODES="2", GLOO_SOCKET_IFNAME="ib0")
+    env_from_slurm(mine)
+    assert mine["GLOO_SOCKET_IFNAME"] == "ib0"  # the user's (launcher.env) wins
+
+
 # ------------------------------------------------------------------ (a) the smoke lineage
 def test_smoke_lineage_trains_every_generation_as_one_job_over_two_nodes(two_nodes, tmp_path):
     run_dir = tmp_path / "smoke2n"
