@@ -6,6 +6,8 @@
   recursive lineage compare RUN_DIR [RUN_DIR ...] [--json]   several lineages side by side
   recursive lineage dashboard RUN_DIR [RUN_DIR ...] -o report.html   one offline HTML dashboard
   recursive lineage sync-wandb RUN_DIR          replay a lineage to a wandb server, with artifact edges
+  recursive experiment compare [--proposers self,random,fixed] [--seeds 5] [--out DIR] [hydra overrides...]
+                                                one lineage per (proposer, seed) at equal compute, and statistics
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ def plan_context(plan_path: Path, run_dir: str | None, generation: int | None, o
         parent_params = None if generation == 0 else count_params(seed.model, vocab, base)
         parent_code = None if generation == 0 else seed.code
         where = f"generation {generation}, configs/ budget" + ("" if generation == 0 else ", the seed plan as parent")
-    limits = Limits.from_config(cfg, vocab, parent_params, manifest, base=base, parent_model=parent_model)
+    limits = Limits.from_config(cfg, vocab, parent_params, manifest, base=base, parent_model=parent_model,
+                                generation=generation)
     if parent_params is None and base is not None:
         from recursive.validate import for_checkpoint
         limits = for_checkpoint(limits)
@@ -208,6 +211,32 @@ def cmd_lineage_sync_wandb(args) -> int:
     return 0
 
 
+def cmd_experiment_compare(args) -> int:
+    from recursive import compare
+    from recursive.errors import ConfigError, Requeue
+    try:
+        proposers = [p.strip() for p in args.proposers.split(",") if p.strip()]
+        exp = compare.Experiment(Path(args.out), proposers, compare.parse_seeds(args.seeds), args.overrides)
+        report = exp.run()
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    except Requeue as e:
+        print(f"recursive: requeue: {e}", file=sys.stderr)
+        return EXIT_REQUEUE
+    except OSError as e:
+        _err(f"{e.filename or args.out}: {e.strerror or e}")
+        return 1
+    print(compare.table(report))
+    print(f"report: {Path(args.out) / compare.REPORT}")
+    failed = [f"{lin['proposer']}/seed_{lin['seed']}" for lin in report["lineages"]
+              if lin["status"] not in ("complete", "stopped")]
+    if failed:
+        _err(f"lineages not finished: {', '.join(failed)} (errors in {compare.REPORT}); run the same command again")
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="recursive", description="Recursive self-training lineages.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -242,12 +271,22 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--project", default=None)
     sw.add_argument("--entity", default=None)
     sw.set_defaults(fn=cmd_lineage_sync_wandb)
+    ex = sub.add_parser("experiment", help="experiments over several lineages")
+    esub = ex.add_subparsers(dest="experiment_command", required=True)
+    ec = esub.add_parser("compare", help="one lineage per (proposer, seed) at equal compute, with statistics over "
+                         "seeds (docs/architecture.md, 'The experiment')")
+    ec.add_argument("--proposers", default="self,random,fixed",
+                    help="comma list; the first is the reference the others are tested against")
+    ec.add_argument("--seeds", default="5", help="a count (seeds 0..N-1) or a comma list")
+    ec.add_argument("--out", default="runs/compare", help="OUT/<proposer>/seed_<s> run directories, OUT/report.json")
+    ec.add_argument("overrides", nargs="*", help="hydra overrides for every lineage; P:key=value for proposer P only")
+    ec.set_defaults(fn=cmd_experiment_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "run":
+    if args.command in ("run", "experiment"):
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load drowns the log
     try:

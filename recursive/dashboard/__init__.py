@@ -22,7 +22,7 @@ from typing import Any
 
 from recursive import lineage
 from recursive.io import atomic_write_text, read_json
-from recursive.dashboard.svg import COLORS, STATUS_FILL, _fmt, chart, esc, metric_chart, tree_svg
+from recursive.dashboard.svg import COLORS, STATUS_FILL, _fmt, band_chart, chart, esc, metric_chart, tree_svg
 from recursive.dashboard.plan_diff import plan_diff
 
 __all__ = ["collect", "render", "summary_table", "write_dashboard", "chart", "metric_chart", "tree_svg",
@@ -120,6 +120,48 @@ def summary_table(run_dirs: list[Path], lins: list[dict]) -> str:
     return "".join(o) + "</table>"
 
 
+def over_seeds(run_dirs: list[Path], lins: list[dict]) -> str:
+    """Lineages that share a proposer (`recursive experiment compare`: one per seed): per
+    proposer the held-out loss per generation as its mean over seeds with the 95% bootstrap
+    band, and the statistics table of report.json, computed by the same functions
+    (recursive/compare.py). Empty when no proposer has two lineages."""
+    from recursive import compare
+    order = list(dict.fromkeys(lin["proposer"] for lin in lins))
+    if not any(sum(lin["proposer"] == p for lin in lins) > 1 for p in order):
+        return ""
+    gens = max((read_json(Path(rd) / lineage.CONFIG_FILE).get("lineage") or {}).get("generations", 0)
+               if (Path(rd) / lineage.CONFIG_FILE).exists() else 0 for rd in run_dirs)
+    gens = max([gens] + [it["generation"] for lin in lins for it in lin["attempts"]])
+    curves: dict[str, dict] = {p: {} for p in order}
+    for rd, lin in zip(run_dirs, lins):
+        seed = ((read_json(Path(rd) / lineage.CONFIG_FILE).get("lineage") or {}).get("seed", lin["index"])
+                if (Path(rd) / lineage.CONFIG_FILE).exists() else lin["index"])
+        curves[lin["proposer"]][seed if seed not in curves[lin["proposer"]] else f"{seed}@{lin['index']}"] = \
+            compare.loss_curve(Path(rd), gens)[0]
+    stats = compare.statistics(curves, gens, order[0])
+    groups = [{"index": i, "color": COLORS[i % len(COLORS)], "label": f"proposer={p} ({len(curves[p])} seeds)",
+               "rows": [{"generation": r["generation"], **r["loss"][p]} for r in stats]} for i, p in enumerate(order)]
+    head = ["gen"] + [f"{p}: mean [95% CI] (n)" for p in order]
+    head += [f"P({order[0]} &lt; {p}) [95% CI]" for p in order[1:]] + [f"Wilcoxon p, {order[0]} &lt; {p}" for p in order[1:]]
+    rows = []
+    for r in stats:
+        cells = [str(r["generation"])]
+        for p in order:
+            v = r["loss"][p]
+            cells.append("-" if not v["n"] else f"{v['mean']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}] ({v['n']})")
+        for p in order[1:]:
+            v = r["vs"][p]
+            cells.append("-" if v["p_less"] is None else f"{v['p_less']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]")
+        cells += ["-" if r["vs"][p]["wilcoxon_p"] is None else f"{r['vs'][p]['wilcoxon_p']:.4f}" for p in order[1:]]
+        rows.append("<tr>" + "".join(f'<td class="num">{esc(c)}</td>' for c in cells) + "</tr>")
+    return ('<section id="over-seeds"><h2>Held-out loss over seeds, per proposer</h2><p class="note">line: mean over '
+            "seeds of heldout_loss.mean of the promoted model; band: its 95% bootstrap interval; a stopped lineage "
+            "carries its last promoted model's loss forward. Statistics as in `recursive experiment compare` "
+            f"(report.json \"method\").</p><div class=\"cols\">{band_chart(groups, compare.METRIC, 'heldout_loss.mean over seeds')}"
+            '<table class="over-seeds"><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows)
+            + "</table></div></section>")
+
+
 def render(run_dirs: list[Path], title: str | None = None) -> str:
     run_dirs = [Path(p) for p in run_dirs]
     lins = [collect(rd, i) for i, rd in enumerate(run_dirs)]
@@ -146,6 +188,7 @@ def render(run_dirs: list[Path], title: str | None = None) -> str:
     o.append(f'<span class="note">generated {esc(now)} from {len(lins)} run director{"ies" if len(lins) > 1 else "y"}; '
              'filled markers: promoted, hollow: rejected; dashed: gate bounds. Hover for details.</span></div></header>')
     o.append(f'<section id="summary"><h2>Side by side</h2>{summary_table(run_dirs, lins)}</section>')
+    o.append(over_seeds(run_dirs, lins))
     o.append('<section id="lineage-tree"><h2>Lineage tree</h2><p class="note">columns are generations, rows are '
              'attempts; green promoted, amber rejected, red failed; dashed edges lead to attempts that were not '
              'promoted. Hover a node for the gate\'s reasons, click it for its plan diff.</p>')

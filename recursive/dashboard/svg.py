@@ -64,10 +64,11 @@ def _log_ticks(lo: float, hi: float) -> list[float]:
 def chart(title: str, series: list[dict], x_label: str, log_x: bool = False, y_label: str = "",
           integer_x: bool = False, chart_id: str = "") -> str:
     """An SVG line chart. series: {"lineage": i, "color", "label", "points": [(x, y, status, tip)],
-    "bounds": [(x, y, tip)]}; lines join promoted points, other attempts are hollow markers,
-    bounds are dashed."""
-    pts = [(x, y) for s in series for x, y, *_ in s["points"] + s.get("bounds", [])
-           if x is not None and y is not None and math.isfinite(y) and (not log_x or x > 0)]
+    "bounds": [(x, y, tip)], "band": [(x, lo, hi)]}; lines join promoted points, other attempts
+    are hollow markers, bounds are dashed, a band (an interval over seeds) is a translucent area."""
+    band_pts = [(x, y) for s in series for x, lo, hi in s.get("band", []) for y in (lo, hi)]
+    pts = [(x, y) for s in series for x, y, *_ in s["points"] + s.get("bounds", [])] + band_pts
+    pts = [(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(y) and (not log_x or x > 0)]
     head = f'<figure class="chart" data-chart="{esc(chart_id or title)}"><figcaption>{esc(title)}</figcaption>'
     if not pts:
         return head + '<p class="empty">no data</p></figure>'
@@ -106,6 +107,13 @@ def chart(title: str, series: list[dict], x_label: str, log_x: bool = False, y_l
     for s in series:
         c, li = s["color"], s["lineage"]
         o.append(f'<g class="series" data-lineage="{li}">')
+        band = sorted((b for b in s.get("band", []) if all(v is not None and math.isfinite(v) for v in b[1:])),
+                      key=lambda b: b[0])
+        if band:
+            edge = [f"{fx(x):.1f},{fy(hi):.1f}" for x, _, hi in band] + [f"{fx(x):.1f},{fy(lo):.1f}"
+                                                                        for x, lo, _ in reversed(band)]
+            o.append(f'<polygon class="band" fill="{c}" fill-opacity="0.18" stroke="{c}" stroke-opacity="0.35" '
+                     f'points="{" ".join(edge)}"/>')
         bounds = sorted((b for b in s.get("bounds", []) if b[1] is not None), key=lambda b: b[0])
         if bounds:
             o.append(f'<polyline class="bound" stroke="{c}" points="'
@@ -159,6 +167,24 @@ def metric_chart(lins: list[dict], metric: str, x: str, title: str | None = None
     xl = "generation" if x == "generation" else "parameters (log scale)"
     return chart(title or metric, series, xl, log_x=(x == "params"), integer_x=(x == "generation"),
                  chart_id=f"{metric}@{x}")
+
+
+def band_chart(groups: list[dict], metric: str, title: str) -> str:
+    """One series per group of lineages (e.g. per proposer, over seeds): the mean per
+    generation as the line, the 95% bootstrap interval of the mean as the band, the seeds'
+    values in the tooltip. groups: {"index", "color", "label", "rows": [{"generation", "mean",
+    "ci95", "min", "max", "by_seed"}]} (recursive/compare.py statistics)."""
+    series = []
+    for grp in groups:
+        rows = [r for r in grp["rows"] if r.get("mean") is not None]
+        tips = {r["generation"]: (f"{grp['label']}\ngen {r['generation']}: mean {_fmt(r['mean'])}, 95% CI "
+                                  f"{_fmt(r['ci95'][0])}..{_fmt(r['ci95'][1])}, min..max {_fmt(r['min'])}..{_fmt(r['max'])}"
+                                  "\n" + ", ".join(f"seed {k}: {_fmt(v)}" for k, v in r["by_seed"].items()))
+                for r in rows}
+        series.append({"lineage": f"group-{grp['index']}", "color": grp["color"], "label": grp["label"],
+                       "points": [(r["generation"], r["mean"], "promoted", tips[r["generation"]]) for r in rows],
+                       "band": [(r["generation"], r["ci95"][0], r["ci95"][1]) for r in rows]})
+    return chart(title, series, "generation", integer_x=True, chart_id=f"{metric}@generation-band")
 
 
 # ---------------------------------------------------------------------- lineage tree
