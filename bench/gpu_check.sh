@@ -5,6 +5,7 @@
 #      compiled as one graph, model + recipe loss), DDP and ZeRO-2 with 1 rank under torchrun
 #      (model and loss compiled apart); tokens/s (steady), MFU, peak memory, how it compiled
 #   2. the experiment=gpu lineage if configs/experiment/gpu.yaml exists: wall time per stage
+#      of every attempt, and per generation (its attempts summed)
 # The last line is `mfu: X`, the best configuration's MFU (all runs use one GPU).
 #
 #   bash bench/gpu_check.sh              # on the GPU machine, from the repository root
@@ -133,10 +134,18 @@ for line in (out / "runs.txt").read_text().split("\n"):
     if m["mfu"] is not None and (best is None or m["mfu"] > best[1]):
         best = (name, m["mfu"])
 print(f"\nexperiment=gpu lineage: {lineage}")
-for t in sorted((out / "lineage").glob("**/timings.json")):
-    stages = json.loads(t.read_text())
-    where = t.parent.relative_to(out / "lineage")
-    print(f"  {where}: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()))
+log = out / "lineage.log"
+for line in (log.read_text(errors="replace").splitlines() if log.exists() else []):
+    if "data ready in" in line:  # data preparation: tokenizer, shards, eval splits
+        print("  data: " + line.split("(data ready in")[-1].rstrip(")"))
+per_gen = {}
+for t in sorted((out / "lineage").glob("generations/*/*/timings.json")):
+    stages = {k: v for k, v in json.loads(t.read_text()).items() if isinstance(v, (int, float))}
+    where = t.parent.relative_to(out / "lineage" / "generations")
+    per_gen[where.parts[0]] = per_gen.get(where.parts[0], 0.0) + sum(stages.values())
+    print(f"  {where}: " + ", ".join(f"{k} {v:.0f} s" for k, v in stages.items()) + f"; total {sum(stages.values()):.0f} s")
+for g, secs in per_gen.items():  # every attempt of a generation, its stages summed
+    print(f"  {g}: {secs:.0f} s")
 print(f"best: {best[0] if best else '-'}")
 print(f"mfu: {best[1]:.3f}" if best else "mfu: none")
 PYEOF

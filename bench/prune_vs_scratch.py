@@ -3,7 +3,7 @@ parent (`model.init: prune`, train/prune.py) and once from a random initialisati
 with the same distillation from the parent, on the embedded data.
 
     python bench/prune_vs_scratch.py [--experiment toy|smoke] [--work-dir DIR] [--steps-fraction 0.5]
-        [--distill 0.5] [--child layers,heads,kv_heads,ffn]
+        [--distill 0.5] [--child layers,heads,kv_heads,ffn] [--set KEY=VALUE ...]
 
 Generation 0 is the experiment's own (`recursive run ... lineage.generations=0`, trained
 once and reused from --work-dir); each child runs through the real training stage
@@ -31,13 +31,15 @@ def main() -> None:
     ap.add_argument("--steps-fraction", type=float, default=0.5, help="child steps as a share of the seed's")
     ap.add_argument("--distill", type=float, default=0.5, help="distill_weight of both children")
     ap.add_argument("--child", default=None, help="layers,heads,kv_heads,ffn (default: one layer and 1/3 of the FFN less)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for generation 0's run, e.g. budget.wall_clock_s=3600 on a loaded machine")
     args = ap.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="prune_vs_scratch_"))
     lin = work / "gen0"
     env = dict(os.environ, WANDB_MODE="disabled")
     if not (lin / "lineage.jsonl").exists() or '"promoted"' not in (lin / "lineage.jsonl").read_text():
         subprocess.run([sys.executable, "-m", "recursive.cli", "run", f"experiment={args.experiment}",
-                        "lineage.generations=0", "logger=none", f"run_dir={lin}"], check=True, env=env)
+                        "lineage.generations=0", "logger=none", f"run_dir={lin}", *args.set], check=True, env=env)
     from recursive.evaluate.capability import heldout_loss, load_model
     from recursive.plan import Plan
     from recursive.train.protocol import TrainSpec
