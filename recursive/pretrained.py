@@ -97,7 +97,8 @@ def import_checkpoint(model_section: dict, out_dir: Path) -> dict:
     n = sum(p.numel() for p in model.parameters())
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     del model
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return {"pretrained": src, "revision": rev, "model_type": model_section.get("model_type") or
             json.loads(_read_config(src, rev))["model_type"], "params": n, "dtype": dtype,
             "steps": 0, "tokens": 0, "seconds": 0.0}

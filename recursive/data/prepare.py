@@ -117,17 +117,56 @@ def _shard_entry(run_dir: Path, path: Path, meta: dict, src: dict) -> dict:
             "sha256": meta["sha256"], "domain": src["domain"], "kind": src["kind"]}
 
 
-def _tokenizer_digest(source: str) -> str:
-    """sha256 of a tokenizer's saved files (what a pretrained lineage's data depends on)."""
-    import tempfile
+# the files a Hugging Face tokenizer is saved as (a checkpoint directory holds the model's too)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "vocab.txt", "tokenizer.model", "chat_template.jinja",
+                   "chat_template.json")
+
+
+def _files_digest(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths, key=lambda q: q.name):
+        h.update(p.name.encode() + b"\0" + sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def _pretrained_tokenizer(source: str, tok_dir: Path) -> str:
+    """Copy a checkpoint's tokenizer into `tok_dir` (save_pretrained, so a hub tokenizer is
+    laid out like a local one) and return the sha256 of the copy, which the data config
+    hash includes. The copy is made once: a later start finds `tok_dir` with a record of
+    the source and its files' digest and reuses both, unless the source's tokenizer files
+    changed since (a local directory is fingerprinted from its files, without loading)."""
+    record = tok_dir.with_name(tok_dir.name + ".source.json")
+    src = Path(source)
+    fingerprint = _files_digest([src / n for n in TOKENIZER_FILES if (src / n).is_file()]) if src.is_dir() else None
+    if record.exists() and tok_dir.is_dir():
+        old = json.loads(record.read_text())
+        copied = [p for p in tok_dir.iterdir() if p.is_file()]
+        if (old.get("source"), old.get("fingerprint")) == (source, fingerprint) and _files_digest(copied) == old.get("digest"):
+            return old["digest"]
+    import shutil
 
     from transformers import AutoTokenizer
-    with tempfile.TemporaryDirectory() as tmp:
-        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
-        h = hashlib.sha256()
-        for p in sorted(Path(tmp).iterdir()):
-            h.update(p.name.encode() + b"\0" + sha256_file(p).encode())
-        return h.hexdigest()
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tok_dir)
+    digest = _files_digest([p for p in tok_dir.iterdir() if p.is_file()])
+    record.write_text(json.dumps({"source": source, "fingerprint": fingerprint, "digest": digest}) + "\n")
+    return digest
+
+
+def _local_data_files(cfg: Mapping) -> dict[str, str]:
+    """sha256 of every local file an hf source reads (`data_files`), so that the cache key
+    of the data is their content: edited files rebuild the shards. Hub files are not
+    hashed here (their `revision` pins them)."""
+    out = {}
+    for name, src in sorted(cfg["sources"].items()):
+        files = src.get("data_files") if src.get("kind") == "hf" else None
+        paths = files.values() if isinstance(files, dict) else [files] if isinstance(files, str) else files or []
+        for group in paths:
+            for f in [group] if isinstance(group, str) else group:
+                if Path(f).is_file():
+                    out[f"{name}:{f}"] = sha256_file(Path(f))
+    return out
 
 
 def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0, tokenizer: str | None = None,
@@ -140,8 +179,14 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0, tokenizer: 
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     cfg = normalise_data_config(data_cfg)
+    tok_dir = run_dir / "data" / "tokenizer"
+    local = _local_data_files(cfg)
+    if local:  # an hf source read from local files: their content, not only their names
+        cfg = {**cfg, "local_data_files": local}
     if tokenizer is not None:
-        cfg = {**cfg, "pretrained_tokenizer": _tokenizer_digest(tokenizer), "vocab_size": model_vocab_size}
+        tok_dir.parent.mkdir(parents=True, exist_ok=True)
+        digest = _pretrained_tokenizer(tokenizer, tok_dir)
+        cfg = {**cfg, "pretrained_tokenizer": digest, "vocab_size": model_vocab_size}
     chash = config_sha256(cfg, seed)
     old = _cached(run_dir, chash)
     if old and old.get("cached"):
@@ -154,14 +199,10 @@ def prepare_data(data_cfg: Mapping, run_dir: Path, *, seed: int = 0, tokenizer: 
     if canaries:  # planted in training data; the memorisation eval asks for them back
         train_docs[cfg["canaries"]["source"]] += [c["text"] for c in canaries] * int(cfg["canaries"]["repeats"])
 
-    tok_dir = run_dir / "data" / "tokenizer"
     if tokenizer is None:
         tok = train_tokenizer(itertools.chain.from_iterable(train_docs.values()), cfg["vocab_size"], tok_dir)
-    else:
+    else:  # copied above (_pretrained_tokenizer)
         from transformers import AutoTokenizer
-        import shutil
-        shutil.rmtree(tok_dir, ignore_errors=True)
-        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(tok_dir)
         tok = AutoTokenizer.from_pretrained(tok_dir)
         if tok.eos_token_id is None:
             raise ValueError(f"the tokenizer of {tokenizer} has no eos token: documents cannot be separated")
