@@ -21,10 +21,9 @@ CHEAP = ["logger=none", "evaluate.eval_windows_per_domain=8", "evaluate.proposer
 # checks do not depend on what a random-initialised proposer happens to write
 RUNS = {"llama": ["proposer.candidates=2", "proposer.control_candidates=false"],
         "qwen2": ["proposer=fixed"],
-        # GPT-2 is not run here yet: its seed-recipe children were rejected at every attempt
-        # (canary exposure 8.4-9.2 bits against the untrained checkpoint's 3.4, and truncated
-        # competence samples at 1024 positions); the family itself is covered by test_prune.py
-        }
+        # GPT-2: learned positions (n_positions 1024) and a tied head; its competence samples
+        # are fitted to the 1024 positions (test_positions.py)
+        "gpt2": ["proposer=fixed"]}
 
 
 def recursive(*args):
@@ -86,7 +85,15 @@ def test_lineage_from_a_checkpoint_runs_generation_0_plus_2(family, lineages, ch
     gate0 = json.loads((gen0_dir.parent / "gate.json").read_text())
     assert {c["name"] for c in gate0["criteria"]} == {"finite", "integrity"}
     gate1 = json.loads((rd / promoted[1]["model_path"]).parent.joinpath("gate.json").read_text())
-    assert {"loss", "loss_vs_gen0", "proposer"} <= {c["name"] for c in gate1["criteria"]}
+    assert {"loss", "loss_vs_gen0", "proposer", "canary_exposure"} <= {c["name"] for c in gate1["criteria"]}
+    # the checkpoint never trained on the canaries: generation 1 answers to the absolute
+    # exposure ceiling, generation 2 to its drift from generation 1 (docs/evals.md)
+    assert "canary_exposure_vs_gen0" not in {c["name"] for c in gate1["criteria"]}
+    assert any(n.startswith("canary_exposure_vs_gen0: not judged") for n in gate1["notes"])
+    gate2 = json.loads((rd / promoted[2]["model_path"]).parent.joinpath("gate.json").read_text())
+    vs = next(c for c in gate2["criteria"] if c["name"] == "canary_exposure_vs_gen0")
+    assert vs["reference"].startswith(f"gen 1 attempt {promoted[1]['attempt']}")
+    assert vs["bound"] == promoted[1]["metrics"]["safety"]["canary_exposure_max"] + 3.0
     # children are better than an untrained checkpoint on the held-out sets
     assert promoted[2]["metrics"]["heldout_loss"]["mean"] < promoted[0]["metrics"]["heldout_loss"]["mean"]
 
