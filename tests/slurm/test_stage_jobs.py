@@ -23,9 +23,10 @@ from recursive.launch.slurm import job_name
 from .test_slurm_launcher import cli, job_events, jobs, slurm_job, start, wait_for
 
 # the smoke lineage, cheaper: fewer candidates, short screening and training, fewer eval items
-SMOKE = ["experiment=smoke", "logger=none", "proposer.candidates=2", "proposer.control_candidates=false",
-         "proposer.screen_steps=10", "hparams.steps=40", "budget.min_train_tokens=20000",
-         "budget.max_train_tokens=80000", "evaluate.eval_windows_per_domain=8", "evaluate.proposer_samples=1",
+SMOKE = ["experiment=smoke", "logger=none", "data.max_chars_per_source=200000", "proposer.candidates=2",
+         "proposer.control_candidates=false", "proposer.screen_steps=10", "hparams.steps=30",
+         "budget.min_train_tokens=15000", "budget.max_train_tokens=60000", "evaluate.eval_windows_per_domain=8",
+         "evaluate.proposer_samples=1",
          "evaluate.arithmetic_problems=10", "evaluate.refusal_items=10", "evaluate.collapse_samples=2"]
 # one CPU per stage job, and one intra-op thread in the local orchestrator below, so that both
 # evaluate (and sample) with the same thread count: reductions over other splits round differently

@@ -13,7 +13,8 @@ import pytest
 
 from recursive.launch.slurm import job_name
 
-from .test_slurm_launcher import G0, cli, cluster, jobs, slurm_job  # noqa: F401
+from .test_slurm_launcher import G0, cli, jobs, slurm_job
+from .test_stage_jobs import ours  # noqa: F401  (the cluster; cancels only this module's jobs)
 
 # 280 steps take far more than half a second; 0.5 + the signal's lead 90 + margin 120 s = 4 min
 OVER = ["experiment=smoke", "lineage.generations=0", "logger=none", "launcher=slurm", "launcher.poll_s=0.5",
@@ -21,8 +22,9 @@ OVER = ["experiment=smoke", "lineage.generations=0", "logger=none", "launcher=sl
 
 
 @pytest.mark.slow
-def test_a_plan_over_its_wall_clock_fails_after_one_job_with_a_checkpoint(cluster, tmp_path):  # noqa: F811
+def test_a_plan_over_its_wall_clock_fails_after_one_job_with_a_checkpoint(ours, tmp_path):  # noqa: F811
     run_dir = tmp_path / "over"
+    ours.append(run_dir)
     d = run_dir / G0
     p = cli("run", *OVER, f"run_dir={run_dir}")
     assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout[-3000:] + p.stderr[-3000:]
