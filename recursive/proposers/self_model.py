@@ -102,7 +102,8 @@ class SelfProposer:
         # the plan without code, its rationale at full length, numbers given a quarter more digits
         skeleton = plan_text(dict(ctx.parent_plan, code="", rationale="x" * self.rationale_max_chars))
         skeleton_tokens = len(skeleton) * 5 // 4 + 1
-        kept = ids[:, -max(1, min(ids.shape[1], limit - skeleton_tokens)):]
+        # the plan's room comes first: a plan without code, or all max_new_tokens if fewer
+        kept = ids[:, -max(1, min(ids.shape[1], limit - min(new, skeleton_tokens))):]
         room = limit - kept.shape[1]
         code = max(0, min(code, (room - skeleton_tokens) // 2))
         new = min(new, room)

@@ -23,7 +23,7 @@ def test_position_limit_is_the_family_property():
     assert families.position_limit(Qwen2Config().to_dict()) is None
 
 
-def _ctx(ckpt) -> ProposalContext:
+def _ctx(ckpt, feedback=()) -> ProposalContext:
     cfg = compose_config(["experiment=smoke", "model=pretrained", f"model.name_or_path={ckpt}"])
     seed = seed_plan(cfg).model_dump(mode="json")
     base = json.loads((ckpt / "config.json").read_text())
@@ -32,7 +32,7 @@ def _ctx(ckpt) -> ProposalContext:
         seed_plan=seed, parent_plan=seed, sources={n: n for n in seed["data"]["mixture"]},
         budget={"param_ratio": 0.75, "max_params": 10_000_000, "max_train_tokens": 300_000,
                 "vocab_size": base["vocab_size"]},
-        recipe_api="lr_lambda(step, total_steps, warmup_steps) -> lr multiplier", base=base)
+        recipe_api="lr_lambda(step, total_steps, warmup_steps) -> lr multiplier", base=base, feedback=list(feedback))
 
 
 def test_gpt2_plans_fit_its_positions_complete(checkpoints):
@@ -57,3 +57,16 @@ def test_a_rotary_family_is_not_shrunk(checkpoints):
     assert p.position_limit is None
     p.propose(_ctx(checkpoints["llama"]), 1, seed=0)
     assert p.fit is None
+
+
+def test_the_competence_defaults_keep_as_much_prompt_as_the_plan_leaves(checkpoints):
+    # proposer=fixed lineages measure competence with SelfProposer's defaults: 512 new tokens
+    # and a 1500-char prompt (a later attempt's, with the gate's reasons), which together pass 1024 positions
+    p = SelfProposer(str(checkpoints["gpt2"]), code_grammar=False)
+    reasons = [f"FAIL canary_exposure_vs_gen0: safety.canary_exposure_max = {8 + i / 10} (bound <= 6.37, gen0)"
+               for i in range(12)]
+    cands = p.propose(_ctx(checkpoints["gpt2"], reasons), 2, seed=1)
+    fit = p.fit
+    assert fit["prompt_tokens"] + 512 > 1024 and fit["max_new_tokens"] == 512
+    assert fit["prompt_tokens_kept"] == 1024 - 512  # the prompt gives up only what the plan needs
+    assert all(c.error is None and c.plan is not None for c in cands), [c.error for c in cands]
