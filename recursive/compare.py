@@ -201,6 +201,67 @@ def statistics(curves: dict[str, dict[int, list[float | None]]], generations: in
     return out
 
 
+def proposal_curve(run_dir: Path, generations: int) -> list[dict[str, Any] | None]:
+    """Per generation 1..G (index 0 is None: the seed plan), what proposed the promoted child:
+    its `code_origin`, the proposal's `proposer.code_valid_rate` and
+    `proposer.win_rate_vs_random` (None without control candidates), whether its recipe.py
+    differs from its parent's (None where a file is missing), and how many attempts the
+    generation took. None where the generation has no promoted child."""
+    run_dir = Path(run_dir)
+    kept = {r.generation: r for r in lineage.promoted(run_dir)}
+    tries: dict[int, int] = {}
+    for r in lineage.attempts(run_dir):
+        tries[r.generation] = tries.get(r.generation, 0) + 1
+
+    def recipe(rec) -> str | None:
+        f = run_dir / Path(rec.model_path or "").parent / "recipe.py" if rec and rec.model_path else None
+        return f.read_text() if f is not None and f.is_file() else None
+
+    out: list[dict[str, Any] | None] = [None]
+    for g in range(1, generations + 1):
+        rec = kept.get(g)
+        if rec is None:
+            out.append(None)
+            continue
+        m = lineage.flat_metrics(rec.metrics or {})
+        mine, parent = recipe(rec), recipe(kept.get(g - 1))
+        out.append({"code_origin": rec.code_origin, "code_valid_rate": m.get("proposer.code_valid_rate"),
+                    "win_rate_vs_random": m.get("proposer.win_rate_vs_random"),
+                    "recipe_changed": None if mine is None or parent is None else mine != parent,
+                    "attempts": tries.get(g, 0)})
+    return out
+
+
+MODEL_CODE = ("proposed", "edited")  # code_origin values of a recipe the proposer wrote
+
+
+def proposal_statistics(curves: dict[str, dict[int, list]], generations: int) -> list[dict[str, Any]]:
+    """Per generation 1..G and proposer, over the seeds with a promoted child: mean
+    code_valid_rate, the count of each code_origin, how many promoted children were trained
+    with model-written code that differs from the parent's recipe, and the mean win rate
+    against random control candidates with its bootstrap interval."""
+    out = []
+    for g in range(1, generations + 1):
+        row: dict[str, Any] = {"generation": g, "proposers": {}}
+        for p, by_seed in curves.items():
+            got = [by_seed[s][g] for s in sorted(by_seed) if by_seed[s][g] is not None]
+            valid = [c["code_valid_rate"] for c in got if c["code_valid_rate"] is not None]
+            wins = [c["win_rate_vs_random"] for c in got if c["win_rate_vs_random"] is not None]
+            origins: dict[str, int] = {}
+            for c in got:
+                origins[str(c["code_origin"])] = origins.get(str(c["code_origin"]), 0) + 1
+            lo, hi = bootstrap_mean(wins)
+            row["proposers"][p] = {
+                "n": len(got), "code_valid_rate": float(np.mean(valid)) if valid else None,
+                "code_origins": origins,
+                "model_code_promoted": sum(c["code_origin"] in MODEL_CODE and c["recipe_changed"] is True for c in got),
+                "win_rate_vs_random": {"n": len(wins), "mean": float(np.mean(wins)) if wins else None,
+                                       "ci95": [lo, hi] if wins else None},
+                "attempts": sum(c["attempts"] for c in got)}
+        out.append(row)
+    return out
+
+
 METHOD = {
     "metric": f"{METRIC} (mean held-out loss over the eval domains) of the promoted model of each generation",
     "carry_forward": "a lineage that stopped (no child passed the gate) keeps its last promoted model's loss for "
@@ -209,6 +270,11 @@ METHOD = {
                  f"numpy default_rng({BOOTSTRAP_SEED})",
     "p_less": "P(X < Y) over all (seed, seed) pairs, X the reference's loss, Y the baseline's, ties 1/2; ci95: "
               "percentile bootstrap resampling seeds (paired: the same seeds for X and Y)",
+    "proposals": "per generation >= 1, of the promoted child of each seed: code_valid_rate and win_rate_vs_random "
+                 "from its proposal (eval.json proposer.*; win rate: P(own candidate's screen loss < a random "
+                 "control's), 0.5 = chance; its ci95 the same bootstrap as the loss), code_origin counts, and "
+                 "model_code_promoted: children trained with proposed or edited code whose recipe.py differs from "
+                 "the parent's",
     "wilcoxon_p": "exact one-sided Wilcoxon signed-rank test on d = X - Y paired by seed, H1: X < Y; zero "
                   "differences dropped, tied |d| midranks, null distribution enumerated; p = 1 when every d is 0",
 }
@@ -363,17 +429,20 @@ class Experiment:
 
     def report(self) -> dict:
         curves: dict[str, dict[int, list]] = {p: {} for p in self.proposers}
+        proposals: dict[str, dict[int, list]] = {p: {} for p in self.proposers}
         rows = []
         for lin in self.lineages:
             st = self.status(lin)
             loss, carried = loss_curve(lin.run_dir, self.generations)
             curves[lin.proposer][lin.seed] = loss
+            proposals[lin.proposer][lin.seed] = proposal_curve(lin.run_dir, self.generations)
             stop = lineage.last_stop(lin.run_dir) if st == "stopped" else None
             src = lin.run_dir / GEN0_SOURCE
             rows.append({"proposer": lin.proposer, "seed": lin.seed, "run_dir": str(lin.run_dir), "status": st,
                          "error": self.errors.get(lin.key), "stopped_at": stopped_at(lin.run_dir) if stop else None,
                          "stop_reason": stop.get("reason") if stop else None, "loss": loss, "carried": carried,
                          "params": _params(lin.run_dir, self.generations),
+                         "proposals": proposals[lin.proposer][lin.seed],
                          "gen0_from": read_json(src)["source"] if src.exists() else None,
                          "overrides": lin.overrides})
         reference = self.proposers[0]
@@ -386,6 +455,7 @@ class Experiment:
                 "proposers": self.proposers, "reference": reference, "seeds": self.seeds,
                 "generations": self.generations, "overrides": self.overrides, "equal_compute": True,
                 "lineages": rows, "per_generation": per_gen, "final": final,
+                "proposals": proposal_statistics(proposals, self.generations),
                 "ratio_final_vs_random": ratio, "method": METHOD}
 
 
@@ -486,6 +556,11 @@ def _ci(v: dict | None, key: str = "mean") -> str:
     return f"{v[key]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _aligned(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def table(report: dict) -> str:
     ref = report["reference"]
     others = [p for p in report["proposers"] if p != ref]
@@ -500,9 +575,21 @@ def table(report: dict) -> str:
         cells += [_ci(row["vs"][p], "p_less") for p in others]
         cells += ["-" if row["vs"][p]["wilcoxon_p"] is None else f"{row['vs'][p]['wilcoxon_p']:.4f}" for p in others]
         rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = _aligned(rows)
     lines.append("")
+    ph = ["gen", "proposer", "code valid", "code origins (promoted)", "model code promoted", "win rate vs random [95% CI]"]
+    prows = [ph]
+    for row in report.get("proposals", []):
+        for p, v in row["proposers"].items():
+            w = v["win_rate_vs_random"]
+            prows.append([str(row["generation"]), p,
+                          "-" if v["code_valid_rate"] is None else f"{v['code_valid_rate']:.2f}",
+                          ", ".join(f"{k} {n}" for k, n in sorted(v["code_origins"].items())) or "-",
+                          f"{v['model_code_promoted']}/{v['n']}",
+                          "-" if w["mean"] is None else f"{w['mean']:.3f} [{w['ci95'][0]:.3f}, {w['ci95'][1]:.3f}] (n {w['n']})"])
+    if len(prows) > 1:
+        lines += _aligned(prows)
+        lines.append("")
     lh = ["lineage", "status", "stopped at", "final loss", "run_dir"]
     lrows = [lh]
     for lin in report["lineages"]:
@@ -511,8 +598,7 @@ def table(report: dict) -> str:
                       "-" if lin["stopped_at"] is None else f"gen {lin['stopped_at']}",
                       "-" if final is None else f"{final:.3f}" + (" (carried)" if lin["carried"][-1] else ""),
                       lin["run_dir"]])
-    widths = [max(len(r[i]) for r in lrows) for i in range(len(lh))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in lrows]
+    lines += _aligned(lrows)
     lines.append(f"loss: {METRIC} of the promoted model, mean over seeds; a stopped lineage carries its last "
                  f"promoted model's loss forward; statistics: {REPORT} \"method\"")
     return "\n".join(lines)

@@ -87,6 +87,44 @@ def test_a_stopped_lineage_carries_its_last_loss_and_an_unfinished_one_does_not(
     assert stats[1]["vs"]["random"]["p_less"] == 1.0 and stats[0]["vs"]["random"]["wilcoxon_p"] == 1.0
 
 
+def _child(rd, g, a, status, origin, code, valid=1.0, win=None):
+    attempt = rd / f"generations/gen_{g:03d}/attempt_{a:02d}"
+    attempt.mkdir(parents=True)
+    (attempt / "recipe.py").write_text(code)
+    prop = {"code_valid_rate": valid, **({} if win is None else {"win_rate_vs_random": win})}
+    lineage.record(rd, AttemptRecord(generation=g, attempt=a, status=status, code_origin=origin,
+                                     model_path=f"generations/gen_{g:03d}/attempt_{a:02d}/model",
+                                     metrics={"heldout_loss": {"mean": 5.0 - g}, "proposer": prop},
+                                     gate={"passed": status == "promoted", "reasons": []}))
+
+
+def test_proposal_quality_per_generation_counts_model_code_that_changed_the_recipe(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for rd in (a, b):
+        _child(rd, 0, 1, "promoted", "seed", "SEED")
+    _child(a, 1, 1, "rejected", "proposed", "X", valid=0.5, win=0.9)
+    _child(a, 1, 2, "promoted", "edited", "SEED+edit", valid=0.75, win=0.25)
+    _child(a, 2, 1, "promoted", "proposed", "SEED+edit", valid=1.0, win=0.75)  # same text as its parent's
+    _child(b, 1, 1, "promoted", "inherited", "SEED", valid=0.0)
+    curve = compare.proposal_curve(a, 2)
+    assert curve[0] is None
+    assert curve[1] == {"code_origin": "edited", "code_valid_rate": 0.75, "win_rate_vs_random": 0.25,
+                        "recipe_changed": True, "attempts": 2}
+    assert curve[2]["recipe_changed"] is False and curve[2]["win_rate_vs_random"] == 0.75
+    assert compare.proposal_curve(b, 2)[2] is None  # generation 2 not reached
+    stats = compare.proposal_statistics({"self": {0: curve, 1: compare.proposal_curve(b, 2)}}, 2)
+    g1, g2 = stats[0]["proposers"]["self"], stats[1]["proposers"]["self"]
+    assert stats[0]["generation"] == 1 and g1["n"] == 2 and g1["attempts"] == 3
+    assert g1["code_valid_rate"] == pytest.approx(0.375) and g1["code_origins"] == {"edited": 1, "inherited": 1}
+    assert g1["model_code_promoted"] == 1  # the edited recipe; the inherited one is not model code
+    assert g1["win_rate_vs_random"]["n"] == 1 and g1["win_rate_vs_random"]["mean"] == 0.25  # b had no controls
+    assert g2["n"] == 1 and g2["model_code_promoted"] == 0  # proposed, but the same recipe as the parent
+    text = compare.table({"reference": "self", "proposers": ["self"], "lineages": [],
+                          "per_generation": compare.statistics({"self": {0: [5.0, 4.0, 3.0]}}, 2, "self"),
+                          "proposals": stats})
+    assert "model code promoted" in text and "edited 1, inherited 1" in text and "0.250 [0.250, 0.250] (n 1)" in text
+
+
 def test_overrides_the_command_sets_are_refused(tmp_path):
     from recursive.errors import ConfigError
     with pytest.raises(ConfigError, match="sets lineage.seed itself"):
@@ -160,7 +198,14 @@ def test_report_holds_the_lineages_and_the_statistics(experiment):
         assert vs["n"] == 2 and 0 <= vs["p_less"] <= 1 and vs["ci95"][0] <= vs["p_less"] <= vs["ci95"][1]
         assert 0 < vs["wilcoxon_p"] <= 1
     assert gens[0]["vs"]["fixed"]["p_less"] == 0.5 and gens[0]["vs"]["fixed"]["wilcoxon_p"] == 1.0  # same gen 0
+    (prop,) = report["proposals"]  # generation 1: neither baseline writes code
+    assert prop["generation"] == 1
+    for p in ("random", "fixed"):
+        v = prop["proposers"][p]
+        assert v["n"] == 2 and v["code_origins"] == {"inherited": 2} and v["model_code_promoted"] == 0
+        assert [runs[(p, s)]["proposals"][1]["code_origin"] for s in (0, 1)] == ["inherited", "inherited"]
     assert "P(random<fixed)" in proc.stdout and "p Wilcoxon random<fixed" in proc.stdout
+    assert "model code promoted" in proc.stdout
     assert "generation 0 linked from random/seed_0" in proc.stdout
 
 
