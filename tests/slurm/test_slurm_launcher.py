@@ -23,9 +23,12 @@ from recursive.config import ConfigError, compose_config, compose_typed
 from recursive.launch.slurm import SlurmError, job_name, render
 
 G0 = "generations/gen_000/attempt_01"
-# generation 0 only, long enough to be caught mid-training; 2 ranks fill the 2-CPU node
+# generation 0 only, long enough to be caught mid-training (the tests act at step 10 or 40);
+# 2 ranks fill the 2-CPU node. The smoke lineage over Slurm (every generation a two-rank
+# job) is tests/slurm/test_two_nodes.py's, over two nodes.
+GEN0_STEPS = 200
 GEN0 = ["experiment=smoke", "lineage.generations=0", "logger=none", "launcher=slurm", "train=ddp",
-        "launcher.poll_s=0.5", "hparams.steps=280", "evaluate.proposer_samples=1"]
+        "launcher.poll_s=0.5", f"hparams.steps={GEN0_STEPS}", "evaluate.proposer_samples=1"]
 
 
 # ------------------------------------------------------------------ no cluster needed
@@ -217,24 +220,6 @@ def job_events(run_dir: Path) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.slow
-def test_smoke_lineage_on_slurm_with_two_rank_training(cluster, tmp_path):
-    run_dir = tmp_path / "smoke"
-    p = cli("run", "experiment=smoke", "launcher=slurm", "train=ddp", "launcher.poll_s=0.5", "logger=none",
-            f"run_dir={run_dir}", timeout=1800)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert json.loads(p.stdout.strip().splitlines()[-1])["status"] == "complete"
-    trained = [d for d in sorted((run_dir / "generations").glob("gen_*/attempt_*")) if (d / "train.sbatch").exists()]
-    assert len({d.parent.name for d in trained}) == 3  # generation 0 and two successors
-    recorded = {e[1] for e in job_events(run_dir)}
-    for d in trained:
-        for job in jobs(d):
-            assert job["state"] == "COMPLETED" and job["job_id"] in recorded
-            seen = slurm_job(job["job_id"])  # Slurm's own view of it
-            assert seen["JobState"] == "COMPLETED" and seen["NumTasks"] == "2", seen
-        assert json.loads((d / "train_metrics.json").read_text())["world_size"] == 2
-
-
-@pytest.mark.slow
 def test_scancel_is_recorded_and_a_rerun_resumes_from_the_checkpoint(cluster, tmp_path):
     run_dir = tmp_path / "cancel"
     d = run_dir / G0
@@ -313,5 +298,5 @@ def test_preemption_signal_checkpoints_and_requeues_the_same_job(cluster, tmp_pa
     assert [j["job_id"] for j in jobs(d)] == [job]
     assert jobs(d)[0]["restarts"] == 1 and jobs(d)[0]["state"] == "COMPLETED"
     steps = resumed_steps(d)
-    assert len(steps) == 1 and 40 <= steps[0] < 280
+    assert len(steps) == 1 and 40 <= steps[0] < GEN0_STEPS
     assert "preempted (rc 75): scontrol requeue" in next(d.glob("slurm-train-*.out")).read_text()
