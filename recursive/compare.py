@@ -483,14 +483,12 @@ def lineage_template() -> Path:
 
 
 def sbatch_command(exp: "Experiment", lin: Lineage, extra: list[str]) -> list[str]:
+    from recursive.launch.slurm import lineage_sbatch_args
     lc = exp.configs[lin.key].launcher
     tag = hashlib.sha256(str(exp.out).encode()).hexdigest()[:8]
     cmd = ["sbatch", "--parsable", f"--job-name=rec-cmp-{tag}-{lin.proposer}-s{lin.seed}",
            f"--output={exp.out / 'slurm' / f'{lin.proposer}-seed_{lin.seed}-%j.out'}"]
-    for key in ("partition", "account", "qos"):
-        if getattr(lc, key, None):
-            cmd.append(f"--{key}={getattr(lc, key)}")
-    return [*cmd, str(lineage_template()), *lin.overrides, *extra]
+    return [*cmd, *lineage_sbatch_args(lc), str(lineage_template()), *lin.overrides, *extra]
 
 
 def run_jobs(exp: "Experiment", lins: list[Lineage], extra: list[str], what: str) -> dict[str, str]:

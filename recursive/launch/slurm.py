@@ -90,6 +90,10 @@ class SlurmConfig:
     """Resources of a proposal job (the parent loaded, K plans sampled, screening)."""
     evaluate: StageResources = field(default_factory=StageResources)
     """Resources of an evaluation job (the eval suite, proposer competence)."""
+    lineage: StageResources = field(default_factory=StageResources)
+    """Resources of an orchestrator job (`recursive experiment compare` with launcher=slurm:
+    one slurm/lineage.sbatch job per lineage); null: as for the stages, except time (null:
+    the template's, 3 days: an orchestrator waits on every generation)."""
     partition: Optional[str] = None
     """null: the cluster's default partition."""
     account: Optional[str] = None
@@ -144,13 +148,13 @@ class SlurmConfig:
         if bad or not self.stages:
             out.append(f"launcher.stages must list one or more of {', '.join(STAGE_KINDS)}, got "
                        f"{list(self.stages or [])!r}")
-        for key, res in (("propose", self.propose), ("evaluate", self.evaluate)):
+        for key, res in (("propose", self.propose), ("evaluate", self.evaluate), ("lineage", self.lineage)):
             if res.gpus is not None and res.gpus < 0:
                 out.append(f"launcher.{key}.gpus must be null or an integer >= 0, got {res.gpus!r}")
             if res.cpus is not None and res.cpus < 1:
                 out.append(f"launcher.{key}.cpus must be null or an integer >= 1, got {res.cpus!r}")
         for key, value in (("time", self.time), ("propose.time", self.propose.time),
-                           ("evaluate.time", self.evaluate.time)):
+                           ("evaluate.time", self.evaluate.time), ("lineage.time", self.lineage.time)):
             if value:
                 try:
                     parse_time(value)
@@ -297,6 +301,24 @@ def stage_resources(lc: SlurmConfig, kind: str) -> dict:
     res: StageResources = getattr(lc, kind)
     return {"gpus": res.gpus if res.gpus is not None else (1 if lc.gpus_per_node else 0),
             "cpus": res.cpus or lc.cpus_per_task, "mem": res.mem or lc.mem, "time": res.time or lc.time}
+
+
+def lineage_sbatch_args(lc: SlurmConfig) -> list[str]:
+    """sbatch options of an orchestrator job (slurm/lineage.sbatch; they override its
+    #SBATCH lines): launcher.lineage.* with the stage defaults, and the interpreter it runs
+    `recursive.cli` with (RECURSIVE_PYTHON: launcher.python, or this one)."""
+    r = stage_resources(lc, "lineage")
+    args = [f"--cpus-per-task={r['cpus']}", f"--export=ALL,RECURSIVE_PYTHON={lc.python or sys.executable}"]
+    if lc.lineage.time:
+        args.append(f"--time={lc.lineage.time}")
+    if r["mem"]:
+        args.append(f"--mem={r['mem']}")
+    if r["gpus"]:
+        args.append(f"--gpus={r['gpus']}")
+    for key in ("partition", "account", "qos"):
+        if getattr(lc, key, None):
+            args.append(f"--{key}={getattr(lc, key)}")
+    return args
 
 
 def render_stage(lc: SlurmConfig, kind: str, attempt, name: str) -> str:
