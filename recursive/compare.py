@@ -274,7 +274,7 @@ METHOD = {
                  "from its proposal (eval.json proposer.*; win rate: P(own candidate's screen loss < a random "
                  "control's), 0.5 = chance; its ci95 the same bootstrap as the loss), code_origin counts, and "
                  "model_code_promoted: children trained with proposed or edited code whose recipe.py differs from "
-                 "the parent's",
+                 "the parent's; attempts: how many the generation took in those seeds",
     "wilcoxon_p": "exact one-sided Wilcoxon signed-rank test on d = X - Y paired by seed, H1: X < Y; zero "
                   "differences dropped, tied |d| midranks, null distribution enumerated; p = 1 when every d is 0",
 }
