@@ -23,8 +23,6 @@ is replaced by the parent's recipe, and the attempt's `code_origin` says so.
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from recursive.attempt import Attempt, AttemptRecord
 from recursive.io import atomic_write_json, atomic_write_text, read_json
 from recursive.plan import Plan
 from recursive.proposers.configs import backend_kwargs
+from recursive.proposers.prompt import outcome_of
 from recursive.run_config import RunConfig, typed
 from recursive.validate import Limits, batch_multiple, check_candidate
 
@@ -82,21 +81,6 @@ def _target(cfg: RunConfig, g: int, vocab_size: int, base: dict | None) -> dict 
     from recursive.validate import equal_compute_target
     t = equal_compute_target(cfg, g, vocab_size, base)
     return None if t is None else t.as_dict()
-
-
-def heldout(metrics: dict) -> float | None:
-    """The promoted-model score outcomes are binned on: mean held-out loss, if finite."""
-    v = (metrics.get("heldout_loss") or {}).get("mean")
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-
-
-def outcome_of(e: AttemptRecord, records: list[AttemptRecord]) -> str:
-    """`prompt.outcome_label` of a decided attempt: its verdict, and for a promoted child
-    the held-out gain over its parent (the promoted model of the generation before)."""
-    from recursive.proposers.prompt import outcome_label
-    parent = next((r for r in records if r.generation == e.generation - 1 and r.status == "promoted"), None)
-    return outcome_label(e.status, heldout(e.metrics), None if parent is None else heldout(parent.metrics),
-                         [] if e.status == "promoted" else e.reasons)
 
 
 def _plan_summary(run_dir: Path, e: AttemptRecord) -> dict:

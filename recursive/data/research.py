@@ -14,7 +14,7 @@ from recursive import lineage
 from recursive.attempt import Attempt
 from recursive.io import read_json
 from recursive.plan import Plan
-from recursive.propose import outcome_of
+from recursive.proposers.prompt import outcome_of
 from recursive.proposers.grammar import canonical_recipe
 
 
@@ -26,7 +26,7 @@ def research_entries(run_dir: Path, seed: Plan, screened: bool = False) -> list[
     exact text the recipe grammar decodes). Before generation 0 is recorded, the human seed
     plan is the one entry, so generation 0 already sees what a plan looks like.
 
-    Every entry has an `outcome` (propose.outcome_of: the verdict and the held-out gain over
+    Every entry has an `outcome` (proposers/prompt.py outcome_of: the verdict and the held-out gain over
     the parent, binned). With `screened`, each attempt's screened candidates other than the
     one trained follow it as `status: "screened"` entries, outcome "screened r/n, loss X"
     (rank by screen loss among the attempt's screened candidates, control ones included)."""

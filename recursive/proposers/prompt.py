@@ -22,9 +22,12 @@ with its requested outcome replaced by the real one, then `base.plan_text(plan)`
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .base import ProposalContext
+
+if TYPE_CHECKING:
+    from recursive.attempt import AttemptRecord
 
 PLAN_MARKER = "\nPLAN: "
 OUTCOME_MARKER = "\nOUTCOME: "
@@ -53,6 +56,20 @@ def outcome_label(status: str, loss: float | None, parent_loss: float | None, re
             return f"promoted, gain >={lo:.0%}" if hi is None else f"promoted, gain {lo * 100:.0f}-{hi:.0%}"
         hi = lo
     return "promoted, no gain"
+
+
+def heldout(metrics: dict) -> float | None:
+    """The promoted-model score outcomes are binned on: mean held-out loss, if finite."""
+    v = (metrics.get("heldout_loss") or {}).get("mean")
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def outcome_of(e: AttemptRecord, records: list[AttemptRecord]) -> str:
+    """`prompt.outcome_label` of a decided attempt: its verdict, and for a promoted child
+    the held-out gain over its parent (the promoted model of the generation before)."""
+    parent = next((r for r in records if r.generation == e.generation - 1 and r.status == "promoted"), None)
+    return outcome_label(e.status, heldout(e.metrics), None if parent is None else heldout(parent.metrics),
+                         [] if e.status == "promoted" else e.reasons)
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
