@@ -305,20 +305,14 @@ def stage_resources(lc: SlurmConfig, kind: str) -> dict:
 
 def lineage_sbatch_args(lc: SlurmConfig) -> list[str]:
     """sbatch options of an orchestrator job (slurm/lineage.sbatch; they override its
-    #SBATCH lines): launcher.lineage.* with the stage defaults, and the interpreter it runs
-    `recursive.cli` with (RECURSIVE_PYTHON: launcher.python, or this one)."""
+    #SBATCH lines): launcher.lineage.* with the stage defaults, the lines every kind of job
+    shares (`_resource_lines`), and the interpreter it runs `recursive.cli` with
+    (RECURSIVE_PYTHON: launcher.python, or this one)."""
     r = stage_resources(lc, "lineage")
     args = [f"--cpus-per-task={r['cpus']}", f"--export=ALL,RECURSIVE_PYTHON={lc.python or sys.executable}"]
     if lc.lineage.time:
         args.append(f"--time={lc.lineage.time}")
-    if r["mem"]:
-        args.append(f"--mem={r['mem']}")
-    if r["gpus"]:
-        args.append(f"--gpus={r['gpus']}")
-    for key in ("partition", "account", "qos"):
-        if getattr(lc, key, None):
-            args.append(f"--{key}={getattr(lc, key)}")
-    return args
+    return args + [line.removeprefix("#SBATCH ") for line in _resource_lines(lc, r["gpus"], r["mem"])]
 
 
 def render_stage(lc: SlurmConfig, kind: str, attempt, name: str) -> str:
