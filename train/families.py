@@ -32,7 +32,7 @@ _LLAMA_FIELDS = {"num_layers": "num_hidden_layers", "num_heads": "num_attention_
 @dataclass(frozen=True)
 class Family:
     model_type: str
-    fields: dict          # plan field -> config attribute (hidden: num_heads * head_dim)
+    fields: dict          # plan field -> config attribute (hidden: see hidden_size below)
     gqa: bool             # num_kv_heads may be smaller than num_heads
     fixed_tie: bool       # tie_embeddings is the parent's (the family cannot change it)
     prune: bool           # model.init=prune is implemented (train/prune.py)
@@ -93,12 +93,32 @@ def refusal(config: dict, source: str) -> str | None:
     heads = int(config[fam.fields["num_heads"]])
     hidden = int(config[fam.fields["hidden"]])
     hd = int(config.get("head_dim") or hidden // heads)
-    if hd * heads != hidden:
-        return (f"model.name_or_path={source}: hidden size {hidden} != num_heads {heads} x head_dim {hd}; the "
-                "plan's model section (hidden = heads x head_dim) cannot describe this checkpoint yet")
+    if hd * heads != hidden and ("head_dim" not in fam.fields or hidden % heads):
+        return (f"model.name_or_path={source}: hidden size {hidden} is neither num_heads {heads} x head_dim {hd} "
+                f"nor a multiple of num_heads; the plan's model section cannot describe this checkpoint")
     if hd not in (16, 32, 64, 128):
         return f"model.name_or_path={source}: head_dim {hd} is not one the plan offers (16, 32, 64, 128)"
     return None
+
+
+def hidden_per_head(base: dict | None) -> int | None:
+    """A lineage's embedding width per query head when its generation 0 decouples the two
+    (Qwen3-0.6B: hidden 1024, 16 heads of head_dim 128, so 64 per head), else None (hidden
+    = num_heads x head_dim, the built-in Llama's and most checkpoints' rule). The plan has
+    no hidden field: the ratio is the lineage's, and each child's hidden is its num_heads
+    times it, so head_dim and hidden shrink independently, as they do across Qwen3 sizes."""
+    if base is None:
+        return None
+    fam = FAMILIES[base["model_type"]]
+    heads, hidden = int(base[fam.fields["num_heads"]]), int(base[fam.fields["hidden"]])
+    hd = int(base.get("head_dim") or hidden // heads)
+    return None if hd * heads == hidden else hidden // heads
+
+
+def hidden_size(base: dict | None, spec: dict) -> int:
+    """The embedding width of the child `spec` describes in this lineage."""
+    per_head = hidden_per_head(base) or int(spec["head_dim"])
+    return int(spec["num_heads"]) * per_head
 
 
 def spec_from_config(config: dict, context: int) -> dict:
@@ -172,7 +192,7 @@ def child_config(base: dict, spec: dict):
     d = copy.deepcopy(base)
     for k in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures"):
         d.pop(k, None)
-    values = {**spec, "hidden": int(spec["num_heads"]) * int(spec["head_dim"])}
+    values = {**spec, "hidden": hidden_size(base, spec)}
     for field_, attr in fam.fields.items():
         d[attr] = values[field_]
     n = int(spec["num_layers"])

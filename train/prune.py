@@ -88,8 +88,9 @@ def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.sort(order).values
 
 
-def select(scores: dict, parent: dict, child: dict) -> dict:
-    """Which layers, key/value groups, query heads, FFN channels and hidden channels to keep."""
+def select(scores: dict, parent: dict, child: dict, hidden: int | None = None) -> dict:
+    """Which layers, key/value groups, query heads, FFN channels and hidden channels to keep
+    (`hidden`: the child's embedding width, when it is not num_heads x head_dim)."""
     layers = _top(scores["block"], child["num_layers"])
     g_p = parent["num_heads"] // parent["num_kv_heads"]
     g_c = child["num_heads"] // child["num_kv_heads"]
@@ -100,7 +101,7 @@ def select(scores: dict, parent: dict, child: dict) -> dict:
         q = [int(g) * g_p + int(j) for g in groups.tolist() for j in _top(hs[g], g_c).tolist()]
         keep.append({"layer": i, "kv": groups, "q": torch.tensor(q),
                      "ffn": _top(scores["ffn"][i], child["intermediate_size"])})
-    hidden = _top(scores["hidden"], child["num_heads"] * child["head_dim"])
+    hidden = _top(scores["hidden"], hidden if hidden is not None else child["num_heads"] * child["head_dim"])
     return {"layers": keep, "hidden": hidden}
 
 
@@ -151,7 +152,7 @@ def prune(parent, parent_spec: dict, child, child_spec: dict, calibration: torch
     """Load into `child` (already built with child_spec's architecture) the parent's most
     important units; returns what was kept (layers, and the share of each kind)."""
     scores = importance(parent, calibration)
-    chosen = select(scores, parent_spec, child_spec)
+    chosen = select(scores, parent_spec, child_spec, hidden=int(child.config.hidden_size))
     child.load_state_dict(prune_state(parent, parent_spec, child_spec, chosen), strict=True)
     if child_spec["tie_embeddings"]:
         child.tie_weights()

@@ -145,9 +145,9 @@ def fit(plan: Plan, spec: dict, accelerator: Accelerator, layout: dict, *, steps
     model, init_info = make_child(plan.model, spec, tok, seed=h.seed, calibration=calibration)
     vocab = model.config.vocab_size  # the lineage's embedding rows (a checkpoint's may exceed len(tok))
     n_params = sum(p.numel() for p in model.parameters())
-    fpt = flops_per_token(n_params, vocab_size=vocab, hidden=plan.model.hidden_size,
+    fpt = flops_per_token(n_params, vocab_size=vocab, hidden=int(model.config.hidden_size),  # the family's
                           num_layers=plan.model.num_layers, context=plan.model.context,
-                          attn_width=plan.model.hidden_size, tied=plan.model.tie_embeddings)
+                          attn_width=plan.model.num_heads * plan.model.head_dim, tied=plan.model.tie_embeddings)
     peak = peak_flops(accelerator.device, spec.get("precision", "fp32"))
     teacher = None
     if h.distill_weight > 0 and spec.get("teacher"):

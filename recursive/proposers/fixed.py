@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from recursive.plan import ModelSpec, count_params
+from recursive.train.families import hidden_size
 
 from .base import Candidate, ProposalContext, plan_text
 
@@ -46,7 +47,7 @@ def shrink_to_budget(parent: dict[str, Any], max_params: int, vocab_size: int,
         s["num_kv_heads"] = _largest_divisor(s["num_heads"], min(s["num_kv_heads"], p_kv))
 
     while size(spec) > max_params:
-        hidden = spec["num_heads"] * spec["head_dim"]
+        hidden = hidden_size(base, spec)
         ffn_cut = max(16, (spec["intermediate_size"] * 3 // 4) // 16 * 16)
         if spec["intermediate_size"] > 2 * hidden:
             spec["intermediate_size"] = max(ffn_cut, 2 * hidden)

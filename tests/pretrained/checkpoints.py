@@ -46,7 +46,7 @@ def make_tokenizer(out_dir: Path, vocab_size: int):
 def make_checkpoint(family: str, out_dir: Path, *, vocab_size: int = 700, seed: int = 0,
                     layers: int = 2, heads: int = 4, kv_heads: int = 2, head_dim: int = 32, ffn: int = 256) -> Path:
     import torch
-    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config, Qwen3Config
     out_dir = Path(out_dir)
     tok = make_tokenizer(out_dir, vocab_size)
     common = dict(vocab_size=len(tok) + 12,  # padded embedding rows, as hub checkpoints often have
@@ -60,6 +60,14 @@ def make_checkpoint(family: str, out_dir: Path, *, vocab_size: int = 700, seed: 
         cfg = Qwen2Config(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=kv_heads,
                           intermediate_size=ffn, num_hidden_layers=layers, max_position_embeddings=2048,
                           tie_word_embeddings=False, **common)
+    elif family == "qwen3":  # Qwen3-0.6B's shape: head_dim is not hidden / heads (here 2 x hidden / heads)
+        cfg = Qwen3Config(hidden_size=hidden // 2, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                          head_dim=head_dim, intermediate_size=ffn, num_hidden_layers=layers,
+                          max_position_embeddings=2048, tie_word_embeddings=True, **common)
+    elif family == "gpt_neox":  # Pythia's family: fused query_key_value, parallel residual, untied head
+        cfg = GPTNeoXConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=ffn,
+                            num_hidden_layers=layers, max_position_embeddings=2048, rotary_pct=0.25,
+                            tie_word_embeddings=False, **common)
     elif family == "gpt2":
         cfg = GPT2Config(n_embd=hidden, n_head=heads, n_layer=layers, n_inner=ffn, n_positions=1024, **common)
     else:

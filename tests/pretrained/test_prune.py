@@ -86,3 +86,48 @@ def test_parameter_count_is_the_instantiated_model(config_cls):
     spec = dict(families.spec_from_config(base, 64), num_layers=2, intermediate_size=72)
     model = families.build(base, spec, seed=0)
     assert families.count(base, spec) == sum(p.numel() for p in model.parameters())
+
+
+def _decoupled_parent():
+    """A Qwen3-0.6B-shaped parent: head_dim (32) is not hidden / heads (64 / 4 = 16)."""
+    cfg = Qwen3Config(vocab_size=300, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=96, num_hidden_layers=3, head_dim=32, tie_word_embeddings=True)
+    base = cfg.to_dict()
+    assert families.refusal(base, "q3") is None
+    spec = families.spec_from_config(base, 64)
+    model = families.build(base, spec, seed=1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_()
+    return base, spec, model.eval()
+
+
+def test_a_decoupled_head_dim_lineage_keeps_its_width_per_head():
+    base, spec, parent = _decoupled_parent()
+    assert families.hidden_per_head(base) == 16 and spec["head_dim"] == 32
+    assert parent.config.hidden_size == 64 and parent.config.head_dim == 32  # generation 0 as it was
+    ids = torch.randint(0, 300, (2, 20))
+    same = families.build(base, spec, seed=2).eval()
+    prune.prune(parent, spec, same, spec, ids)
+    with torch.no_grad():
+        assert torch.equal(parent(input_ids=ids).logits, same(input_ids=ids).logits)
+    # a child with half the heads: hidden 2 x 16, head_dim still the plan's 32
+    small = dict(spec, num_heads=2, num_kv_heads=1, num_layers=2, intermediate_size=40)
+    child = families.build(base, small, seed=3)
+    assert (child.config.hidden_size, child.config.head_dim) == (32, 32)
+    info = prune.prune(parent, spec, child, small, ids)
+    assert info["hidden_kept"] == 32
+    assert families.count(base, small) == sum(p.numel() for p in child.parameters())
+    with torch.no_grad():
+        assert torch.isfinite(child(input_ids=ids).logits).all()
+
+
+def test_a_width_the_plan_cannot_describe_is_refused_in_one_line():
+    # a config.json as a checkpoint could hold it (transformers' own config class refuses to build it)
+    odd = dict(LlamaConfig(vocab_size=300, hidden_size=64, num_attention_heads=4, head_dim=16).to_dict(),
+               hidden_size=70)
+    why = families.refusal(odd, "ckpt")
+    assert why.startswith("model.name_or_path=ckpt: hidden size 70") and "\n" not in why
+    gpt2 = GPT2Config(vocab_size=300, n_embd=64, n_head=4, n_layer=2).to_dict()
+    assert families.refusal(gpt2, "g") is None

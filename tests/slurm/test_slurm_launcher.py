@@ -27,8 +27,12 @@ G0 = "generations/gen_000/attempt_01"
 # 2 ranks fill the 2-CPU node. The smoke lineage over Slurm (every generation a two-rank
 # job) is tests/slurm/test_two_nodes.py's, over two nodes.
 GEN0_STEPS = 200
+# Generation 0's evaluation (in the orchestrator, after the job) is what these tests wait
+# through, not what they check: the eval suite at its smallest (14 s -> about 5)
 GEN0 = ["experiment=smoke", "lineage.generations=0", "logger=none", "launcher=slurm", "train=ddp",
-        "launcher.poll_s=0.5", f"hparams.steps={GEN0_STEPS}", "evaluate.proposer_samples=1"]
+        "launcher.poll_s=0.5", f"hparams.steps={GEN0_STEPS}", "evaluate.proposer_samples=1",
+        "evaluate.eval_windows_per_domain=4", "evaluate.arithmetic_problems=4", "evaluate.refusal_items=4",
+        "evaluate.canary_candidates=15", "evaluate.collapse_samples=1", "evaluate.collapse_tokens=4"]
 
 
 # ------------------------------------------------------------------ no cluster needed
