@@ -3,12 +3,15 @@ parent (`model.init: prune`, train/prune.py) and once from a random initialisati
 with the same distillation from the parent, on the embedded data.
 
     python bench/prune_vs_scratch.py [--experiment toy|smoke] [--work-dir DIR] [--steps-fraction 0.5]
-        [--distill 0.5] [--child layers,heads,kv_heads,ffn] [--set KEY=VALUE ...]
+        [--distill 0.5] [--child layers,heads,kv_heads,ffn] [--seeds 1] [--set KEY=VALUE ...]
 
 Generation 0 is the experiment's own (`recursive run ... lineage.generations=0`, trained
 once and reused from --work-dir); each child runs through the real training stage
 (`python -m recursive.train`), and held-out loss is the eval suite's (mean over the eval
 domains, evaluate/capability.py). Prints both losses and, last, `ratio: X` (prune / scratch).
+With --seeds N the pair is trained N times (children's `hparams.seed` 0..N-1, the plan's own
+seed first, generation 0 the same), each seed's ratio is printed, and `ratio:` is their mean
+with a 95% percentile bootstrap interval over the seeds (recursive/compare.py's).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main() -> None:
     ap.add_argument("--steps-fraction", type=float, default=0.5, help="child steps as a share of the seed's")
     ap.add_argument("--distill", type=float, default=0.5, help="distill_weight of both children")
     ap.add_argument("--child", default=None, help="layers,heads,kv_heads,ffn (default: one layer and 1/3 of the FFN less)")
+    ap.add_argument("--seeds", type=int, default=1, help="children's training seeds (pairs trained)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for generation 0's run, e.g. budget.wall_clock_s=3600 on a loaded machine")
     args = ap.parse_args()
@@ -40,9 +44,7 @@ def main() -> None:
     if not (lin / "lineage.jsonl").exists() or '"promoted"' not in (lin / "lineage.jsonl").read_text():
         subprocess.run([sys.executable, "-m", "recursive.cli", "run", f"experiment={args.experiment}",
                         "lineage.generations=0", "logger=none", f"run_dir={lin}", *args.set], check=True, env=env)
-    from recursive.evaluate.capability import heldout_loss, load_model
     from recursive.plan import Plan
-    from recursive.train.protocol import TrainSpec
     parent_dir = lin / "generations" / "gen_000" / "attempt_01"
     manifest = json.loads((lin / "data" / "manifest.json").read_text())
     plan = json.loads((parent_dir / "plan.json").read_text())
@@ -56,13 +58,38 @@ def main() -> None:
     total = sum(mixture.values())
     mixture = {n: round(w / total, 12) for n, w in mixture.items()}
     cfg = json.loads((lin / "config.json").read_text())
+    ratios = []
+    for k in range(args.seeds):
+        seed = int(plan["hparams"]["seed"]) + k
+        losses = pair(args, work if k == 0 else work / f"seed_{seed}", plan, m, (layers, heads, kv, ffn), seed,
+                      lin, parent_dir, manifest, shards, mixture, cfg)
+        ratios.append(losses["prune"] / losses["scratch"])
+        print(f"seed {seed}: prune {losses['prune']:.4f}, scratch {losses['scratch']:.4f}, "
+              f"ratio {ratios[-1]:.4f}", flush=True)
+    parent_loss = json.loads((parent_dir / "eval.json").read_text())["heldout_loss"]["mean"]
+    print(f"parent (generation 0): held-out loss {parent_loss:.4f}; child {layers} layers, {heads} heads, "
+          f"{kv} kv heads, FFN {ffn}; distill_weight {args.distill}; work dir {work}")
+    if len(ratios) > 1:
+        from recursive.compare import bootstrap_mean
+        lo, hi = bootstrap_mean(ratios)
+        print(f"ratio: {sum(ratios) / len(ratios):.4f} [{lo:.4f}, {hi:.4f}] (mean over {len(ratios)} seeds, 95% bootstrap)")
+    else:
+        print(f"ratio: {ratios[0]:.4f}")
+
+
+def pair(args, work, plan, m, shape, seed, lin, parent_dir, manifest, shards, mixture, cfg) -> dict:
+    """Train (or reuse) the pruned and the scratch child of one seed; their held-out losses."""
+    from recursive.evaluate.capability import heldout_loss, load_model
+    from recursive.train.protocol import TrainSpec
+    layers, heads, kv, ffn = shape
+    env = dict(os.environ, WANDB_MODE="disabled")
     losses = {}
     for init in ("prune", "scratch"):
         d = work / init
         d.mkdir(parents=True, exist_ok=True)
         child = dict(plan)
         child["model"] = dict(m, num_layers=layers, num_heads=heads, num_kv_heads=kv, intermediate_size=ffn, init=init)
-        h = dict(plan["hparams"])
+        h = dict(plan["hparams"], seed=seed)
         h["steps"] = max(1, int(h["steps"] * args.steps_fraction))
         h["warmup_steps"] = min(h["warmup_steps"], h["steps"])
         h["distill_weight"] = args.distill
@@ -83,10 +110,7 @@ def main() -> None:
         print(f"{init}: params {metrics['params']:,}, {metrics['tokens']:,} tokens, loss at step 0 "
               f"{metrics['curve'][0]['loss']:.3f}, held-out loss {losses[init]:.4f} "
               f"({', '.join(f'{k} {v:.3f}' for k, v in sorted(per.items()))})", flush=True)
-    parent_loss = json.loads((parent_dir / "eval.json").read_text())["heldout_loss"]["mean"]
-    print(f"parent (generation 0): held-out loss {parent_loss:.4f}; child {layers} layers, {heads} heads, "
-          f"{kv} kv heads, FFN {ffn}; distill_weight {args.distill}; work dir {work}")
-    print(f"ratio: {losses['prune'] / losses['scratch']:.4f}")
+    return losses
 
 
 if __name__ == "__main__":
