@@ -90,15 +90,20 @@ def refusal(config: dict, source: str) -> str | None:
         return (f"model.name_or_path={source}: model_type {mt!r} ({kind}) is not a supported decoder-only "
                 f"causal LM family; supported: {supported}")
     fam = FAMILIES[mt]
-    heads = int(config[fam.fields["num_heads"]])
-    hidden = int(config[fam.fields["hidden"]])
-    hd = int(config.get("head_dim") or hidden // heads)
+    heads, hidden, hd = _shape(config)
     if hd * heads != hidden and ("head_dim" not in fam.fields or hidden % heads):
         return (f"model.name_or_path={source}: hidden size {hidden} is neither num_heads {heads} x head_dim {hd} "
                 f"nor a multiple of num_heads; the plan's model section cannot describe this checkpoint")
     if hd not in (16, 32, 64, 128):
         return f"model.name_or_path={source}: head_dim {hd} is not one the plan offers (16, 32, 64, 128)"
     return None
+
+
+def _shape(config: dict) -> tuple[int, int, int]:
+    """(num_heads, hidden, head_dim) of a supported checkpoint's config."""
+    f = FAMILIES[config["model_type"]].fields
+    heads, hidden = int(config[f["num_heads"]]), int(config[f["hidden"]])
+    return heads, hidden, int(config.get("head_dim") or hidden // heads)
 
 
 def hidden_per_head(base: dict | None) -> int | None:
@@ -109,9 +114,7 @@ def hidden_per_head(base: dict | None) -> int | None:
     times it, so head_dim and hidden shrink independently, as they do across Qwen3 sizes."""
     if base is None:
         return None
-    fam = FAMILIES[base["model_type"]]
-    heads, hidden = int(base[fam.fields["num_heads"]]), int(base[fam.fields["hidden"]])
-    hd = int(base.get("head_dim") or hidden // heads)
+    heads, hidden, hd = _shape(base)
     return None if hd * heads == hidden else hidden // heads
 
 
@@ -125,14 +128,13 @@ def spec_from_config(config: dict, context: int) -> dict:
     """The plan's `model` section that describes checkpoint `config` (ModelSpec dict)."""
     fam = FAMILIES[config["model_type"]]
     f = fam.fields
-    heads = int(config[f["num_heads"]])
-    hidden = int(config[f["hidden"]])
+    heads, hidden, hd = _shape(config)
     ffn = config.get(f["intermediate_size"])
     if ffn is None and fam.model_type == "gpt2":
         ffn = 4 * hidden  # n_inner=None means 4 x n_embd
     kv = int(config.get(f["num_kv_heads"]) or heads) if "num_kv_heads" in f else heads
     return {"num_layers": int(config[f["num_layers"]]), "num_heads": heads, "num_kv_heads": kv,
-            "head_dim": int(config.get("head_dim") or hidden // heads), "intermediate_size": int(ffn),
+            "head_dim": hd, "intermediate_size": int(ffn),
             "context": int(context), "tie_embeddings": bool(config.get("tie_word_embeddings", True))}
 
 
